@@ -1,0 +1,52 @@
+"""convscope — see inside convolutional networks (PyTorch and Keras 3 on the torch backend).
+
+Example::
+
+    import convscope as cs
+    scope = cs.Scope(model)
+    print(scope.summary())
+    scope.activations(image, layers="conv*")["conv_0"].grid(cols=8)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from convscope.errors import (
+    BackendError,
+    CaptureError,
+    ConvscopeError,
+    InputError,
+    LayerNotFoundError,
+    ModelError,
+    ModelLoadError,
+    OptionError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "CaptureError",
+    "ConvscopeError",
+    "InputError",
+    "LayerNotFoundError",
+    "ModelError",
+    "ModelLoadError",
+    "OptionError",
+    "Scope",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from convscope.scope import Scope
+
+_LAZY = {"Scope": "convscope.scope"}
+
+
+def __getattr__(name: str) -> Any:  # heavy imports (torch) only when first used
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'convscope' has no attribute {name!r}")

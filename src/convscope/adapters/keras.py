@@ -1,0 +1,95 @@
+"""Adapter for Keras 3 models on the torch backend (NHWC); every Keras layer is an ``nn.Module``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from convscope.adapters.base import LayerHandle, Layout, ModelAdapter
+
+
+def _is_container(layer: Any) -> bool:
+    """A nested model (Sequential, functional or subclassed) whose layers we list too."""
+    return hasattr(layer, "layers") and isinstance(getattr(layer, "layers", None), list) and bool(layer.layers)
+
+
+class KerasAdapter(ModelAdapter):
+    """Layers come from ``model.layers`` (nested models recursively), named by their Keras name."""
+
+    framework = "keras"
+    layout = Layout.NHWC
+
+    def _build_handles(self) -> list[LayerHandle]:
+        handles: list[LayerHandle] = []
+        seen: set[int] = set()
+
+        def walk(container: Any, prefix: str, depth: int) -> None:
+            for layer in container.layers:
+                if id(layer) in seen:  # a layer shared by two nested models is listed once
+                    continue
+                seen.add(id(layer))
+                path = f"{prefix}{layer.name}"
+                nested = _is_container(layer)
+                handles.append(
+                    LayerHandle(
+                        name=layer.name,
+                        path=path,
+                        module=layer,
+                        type_name=type(layer).__name__,
+                        index=len(handles),
+                        depth=depth,
+                        is_leaf=not nested,
+                    )
+                )
+                if nested:
+                    walk(layer, path + ".", depth + 1)
+
+        walk(self.model, "", 0)
+        names = [h.name for h in handles]
+        for h in handles:  # equal Keras names in different nested models: use the dotted path
+            if names.count(h.name) > 1:
+                h.name = h.path
+        return handles
+
+    def model_input_shape(self) -> tuple[int | None, ...] | None:
+        try:
+            inputs = self.model.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if inputs:
+            return tuple(inputs[0].shape[1:])
+        return None
+
+    def weights(self, handle: LayerHandle) -> dict[str, np.ndarray]:
+        layer = handle.module
+        out: dict[str, np.ndarray] = {}
+        kernel = getattr(layer, "depthwise_kernel", None)
+        if kernel is None:
+            kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            k = np.asarray(kernel.numpy(), dtype=np.float32)
+            if k.ndim == 4:  # Conv2D: (kh, kw, in, out) -> (out, in, kh, kw)
+                k = k.transpose(3, 2, 0, 1)
+            elif k.ndim == 2:  # Dense: (in, out) -> (out, in)
+                k = k.T
+            out["kernel"] = k.copy()
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            out["bias"] = np.asarray(bias.numpy(), dtype=np.float32).copy()
+        return out
+
+    def param_counts(self, handle: LayerHandle) -> tuple[int, int]:
+        layer = handle.module
+        total = sum(int(np.prod(w.shape)) for w in layer.weights)
+        trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+        return total, trainable
+
+    def total_params(self) -> tuple[int, int]:
+        total = sum(int(np.prod(w.shape)) for w in self.model.weights)
+        trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
+        return total, trainable
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x, training=False)

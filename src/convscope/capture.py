@@ -1,0 +1,244 @@
+"""``Capture``: the only code in convscope that registers hooks on a model.
+
+It records the outputs (and, on request, the gradients) of chosen layers during one forward pass,
+runs the model in inference mode, and restores every module's train/eval mode and every parameter's
+``requires_grad`` in ``finally`` — also when the user's model raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from convscope.adapters.base import LayerHandle, ModelAdapter
+from convscope.errors import CaptureError, ConvscopeError, ModelError
+
+
+@dataclass(frozen=True)
+class Target:
+    """One layer output to record: a layer and, for tuple outputs, the element index."""
+
+    handle: LayerHandle
+    item: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.handle.name if self.item is None else f"{self.handle.name}[{self.item}]"
+
+
+@dataclass
+class Recording:
+    """What a :class:`Capture` saw: per recorded key, one tensor per call of the layer."""
+
+    values: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    grads: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    shapes: dict[str, list[Any]] = field(default_factory=dict)
+    events: list[tuple[str, int]] = field(default_factory=list)
+
+    def get(self, key: str, call: int = 0) -> torch.Tensor:
+        calls = self.values.get(key)
+        if not calls:
+            raise CaptureError(
+                f"layer {key!r} did not run during the forward pass; it may sit on a branch the model "
+                "skipped for this input, or after the point where the pass stopped"
+            )
+        if not -len(calls) <= call < len(calls):
+            raise CaptureError(f"layer {key!r} ran {len(calls)} time(s); call={call} does not exist")
+        return calls[call]
+
+    def grad(self, key: str, call: int = 0) -> torch.Tensor:
+        got = self.grads.get(key, {})
+        if call not in got:
+            raise CaptureError(
+                f"no gradient reached layer {key!r}; the target does not depend on it, or the backward "
+                "pass has not run yet"
+            )
+        return got[call]
+
+    def calls(self, key: str) -> int:
+        return len(self.values.get(key, []))
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every requested layer has run, to skip the rest of the model."""
+
+
+def _select(output: Any, item: int | None, key: str) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        if item not in (None, 0):
+            raise CaptureError(f"layer {key!r} returns a single tensor; drop the [index] to record it")
+        return output
+    if isinstance(output, list | tuple):
+        tensors = list(output)
+        if item is None:
+            shapes = ", ".join(
+                f"[{i}] {tuple(t.shape)}" if isinstance(t, torch.Tensor) else f"[{i}] {type(t).__name__}"
+                for i, t in enumerate(tensors)
+            )
+            raise CaptureError(
+                f"layer {key!r} returns {len(tensors)} outputs ({shapes}); select one as '{key}[i]'"
+            )
+        if not -len(tensors) <= item < len(tensors) or not isinstance(tensors[item], torch.Tensor):
+            raise CaptureError(f"layer {key!r} has no tensor output [{item}]; it returns {len(tensors)} items")
+        return tensors[item]
+    return None
+
+
+def _shape_of(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, list | tuple):
+        return [_shape_of(o) for o in output]
+    return None
+
+
+class Capture:
+    """Context manager that records layer outputs during a forward pass.
+
+    Args:
+        adapter: the model's adapter.
+        targets: the layer outputs to record.
+        grad: keep the autograd graph (recorded values stay differentiable) and record gradients
+            flowing into each target during a later ``backward``. Default ``False``: no graph is built.
+        stop: stop the forward pass once every target has run (the model's output is then ``None``).
+        freeze: set ``requires_grad=False`` on every parameter for the duration (restored after).
+        skip_errors: silently skip targets whose output cannot be recorded (tuple outputs, non-tensors);
+            used when recording "every layer" rather than layers the user named.
+        keep: predicate on the recorded tensor; outputs it rejects are dropped (e.g. spatial only).
+        shapes_only: record only output shapes and call order (``recording.shapes``/``events``), no values.
+
+    Example::
+
+        with Capture(adapter, [Target(handle)]) as cap:
+            out = cap.run(x)
+        cap.recording.get(handle.name)
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        targets: Sequence[Target],
+        *,
+        grad: bool = False,
+        stop: bool = False,
+        freeze: bool = False,
+        skip_errors: bool = False,
+        keep: Any = None,
+        shapes_only: bool = False,
+    ) -> None:
+        self.adapter = adapter
+        self.targets = list(targets)
+        self.grad = grad
+        self.stop = stop
+        self.freeze = freeze
+        self.skip_errors = skip_errors
+        self.keep = keep
+        self.shapes_only = shapes_only
+        self.recording = Recording()
+        self._handles: list[Any] = []
+        self._modes: list[tuple[torch.nn.Module, bool]] = []
+        self._requires_grad: list[tuple[torch.nn.Parameter, bool]] = []
+        self._pending: set[str] = set()
+        self.ran: list[str] = []
+
+    # -- context -------------------------------------------------------------------------------
+    def __enter__(self) -> Capture:
+        self._modes = [(m, m.training) for m in self.adapter.modules()]
+        self._requires_grad = [(p, p.requires_grad) for p in self.adapter.parameters()]
+        try:
+            for module, _ in self._modes:
+                module.train(False)
+            if self.freeze:
+                for p, _ in self._requires_grad:
+                    p.requires_grad_(False)
+            by_module: dict[int, list[Target]] = {}
+            for t in self.targets:
+                by_module.setdefault(id(t.handle.module), []).append(t)
+            for targets in by_module.values():
+                module = targets[0].handle.module
+                self._handles.append(module.register_forward_hook(self._hook(targets)))
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for module, mode in self._modes:
+            module.train(mode)
+        for p, flag in self._requires_grad:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+
+    # -- recording ---------------------------------------------------------------------------
+    def _hook(self, targets: list[Target]) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self.ran.append(targets[0].handle.name)
+            for t in targets:
+                self._record(t, output)
+            if self.stop and not self._pending:
+                raise _StopForward
+            return None  # Keras 3 layers must see None returned
+
+        return hook
+
+    def _record(self, target: Target, output: Any) -> None:
+        key = target.key
+        if self.shapes_only:
+            shapes = self.recording.shapes.setdefault(key, [])
+            self.recording.events.append((key, len(shapes)))
+            shapes.append(_shape_of(output))
+            return
+        try:
+            tensor = _select(output, target.item, key)
+        except CaptureError:
+            if self.skip_errors:
+                return
+            raise
+        if tensor is None or (self.keep is not None and not self.keep(tensor)):
+            return
+        # Clone: an in-place op after this layer (ReLU(inplace=True)) would overwrite the stored value.
+        value = tensor.clone() if self.grad else tensor.detach().clone()
+        calls = self.recording.values.setdefault(key, [])
+        if not calls:
+            self.recording.order.append(key)
+        call = len(calls)
+        calls.append(value)
+        if self.grad and tensor.requires_grad:
+            grads = self.recording.grads.setdefault(key, {})
+
+            def save_grad(g: torch.Tensor, call: int = call) -> None:
+                grads[call] = g.detach().clone()
+
+            # A tensor hook registered before an in-place op receives the gradient w.r.t. this value.
+            tensor.register_hook(save_grad)
+        self._pending.discard(key)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, x: torch.Tensor) -> Any:
+        """Run the model on ``x`` (already model input) and return its output (``None`` if stopped)."""
+        self._pending = {t.key for t in self.targets}
+        for t in self.targets:  # Keras input layers are never called: their output is the input
+            if t.handle.type_name == "InputLayer":
+                self._record(t, x)
+        try:
+            with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
+                return self.adapter.forward(x)
+        except _StopForward:
+            return None
+        except ConvscopeError:
+            raise
+        except Exception as exc:  # the user's model raised: name the layers that did run
+            last = f"; last layer that ran: {self.ran[-1]!r}" if self.ran else ""
+            raise ModelError(
+                f"the model raised {type(exc).__name__} on input of shape {tuple(x.shape)}: {exc}{last}"
+            ) from exc

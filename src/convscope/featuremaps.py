@@ -1,0 +1,162 @@
+"""Result objects for activations and filters: plain data plus rendering shortcuts."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from convscope.adapters.base import Layout
+from convscope.errors import OptionError
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """The output of one layer for a batch, as recorded in one forward pass.
+
+    ``tensor`` is kept in the model's own layout: Keras (N, H, W, C), PyTorch (N, C, H, W).
+    """
+
+    name: str
+    tensor: torch.Tensor
+    layout: Layout
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def spatial(self) -> bool:
+        return self.tensor.dim() == 4
+
+    @property
+    def num_channels(self) -> int:
+        if self.tensor.dim() < 2:
+            return 1
+        return int(self.tensor.shape[self.layout.channel_axis])
+
+    def numpy(self) -> np.ndarray:
+        """A copy in the model's own layout (Keras NHWC, PyTorch NCHW)."""
+        return self.tensor.detach().cpu().numpy().copy()
+
+    def channels_first(self) -> np.ndarray:
+        """(N, C, H, W) float32 whatever the framework; a (N, D) output becomes D maps of 1×1."""
+        a = self.tensor.detach().cpu().float().numpy()
+        if a.ndim == 2:
+            return a[:, :, None, None]
+        if a.ndim == 3:  # (N, C, L) or (N, L, C): one row per channel
+            a = a if self.layout is Layout.NCHW else a.transpose(0, 2, 1)
+            return a[:, :, None, :]
+        if a.ndim != 4:
+            raise OptionError(f"layer {self.name!r} output has shape {a.shape}; only 2-D to 4-D outputs render")
+        return a if self.layout is Layout.NCHW else a.transpose(0, 3, 1, 2)
+
+    def _sample(self, index: int) -> np.ndarray:
+        maps = self.channels_first()
+        if not -len(maps) <= index < len(maps):
+            raise OptionError(f"index={index} is out of range for a batch of {len(maps)}")
+        return maps[index]
+
+    def grid(self, index: int = 0, **options: Any) -> Image.Image:
+        """Every channel of sample ``index`` tiled into one image.
+
+        Options go to :func:`convscope.render.grid_image` (``cols``, ``rows``, ``cmap``, ``normalize``,
+        ``clip``, ``padding``, ``labels``, ``channels``, ``sort``, ``scale``). Example::
+
+            acts["conv_0"].grid(cols=8, cmap="viridis", normalize="layer")
+        """
+        from convscope.render import grid_image
+
+        return grid_image(self._sample(index), **options)
+
+    def figure(self, index: int = 0, **options: Any) -> Any:
+        """A matplotlib ``Figure`` of the grid with a title (needs matplotlib)."""
+        from convscope.render import grid_figure
+
+        options.setdefault("title", f"{self.name} · {self.num_channels} channels")
+        return grid_figure(self._sample(index), **options)
+
+    def save(self, path: str | Path, index: int = 0, **options: Any) -> Path:
+        """Write the grid as PNG and return the path."""
+        path = Path(path)
+        path.write_bytes(_png(self.grid(index, **options)))
+        return path
+
+    def _repr_png_(self) -> bytes:
+        return _png(self.grid())
+
+    def __repr__(self) -> str:
+        return f"FeatureMaps({self.name!r}, shape={self.shape}, layout={self.layout.value})"
+
+
+class Activations(Mapping[str, FeatureMaps]):
+    """Mapping layer name → :class:`FeatureMaps`, in the order the layers ran."""
+
+    def __init__(self, maps: dict[str, FeatureMaps], output: Any = None) -> None:
+        self._maps = maps
+        self.output = output
+
+    def __getitem__(self, key: str) -> FeatureMaps:
+        try:
+            return self._maps[key]
+        except KeyError:
+            from convscope.errors import LayerNotFoundError, hint
+
+            near = hint(key, self._maps)
+            raise LayerNotFoundError(
+                f"no activations recorded for {key!r}; recorded: {', '.join(map(repr, self._maps)) or 'none'}"
+                + (f" ({near})" if near else "")
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._maps)
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def __repr__(self) -> str:
+        return "Activations(" + ", ".join(f"{k}: {v.shape}" for k, v in self._maps.items()) + ")"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A conv layer's kernels in torch layout (out_channels, in_channels, kh, kw), plus bias."""
+
+    name: str
+    weights: np.ndarray
+    bias: np.ndarray | None = None
+
+    def numpy(self) -> np.ndarray:
+        return self.weights.copy()
+
+    def grid(self, **options: Any) -> Image.Image:
+        """Kernels as one image; options go to :func:`convscope.render.filter_image`.
+
+        ``mode="auto"`` shows RGB first-layer kernels as colour patches, deeper ones per input channel.
+        """
+        from convscope.render import filter_image
+
+        return filter_image(self.weights, **options)
+
+    def save(self, path: str | Path, **options: Any) -> Path:
+        path = Path(path)
+        path.write_bytes(_png(self.grid(**options)))
+        return path
+
+    def _repr_png_(self) -> bytes:
+        return _png(self.grid())
+
+    def __repr__(self) -> str:
+        return f"Filters({self.name!r}, shape={self.weights.shape})"

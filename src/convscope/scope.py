@@ -1,0 +1,231 @@
+"""``Scope``: the one entry point over a PyTorch or Keras 3 model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from convscope.adapters import adapt
+from convscope.adapters.base import LayerHandle, Layout
+from convscope.capture import Capture, Recording, Target
+from convscope.errors import LayerNotFoundError, OptionError
+from convscope.featuremaps import Activations, FeatureMaps, Filters
+from convscope.layers import LayerIndex, LayerQuery
+from convscope.summary import ModelSummary, keras_summary, torch_summary
+
+_ITEM = re.compile(r"^(?P<name>.+)\[(?P<item>-?\d+)\]$")
+
+
+class Scope:
+    """Look inside a CNN: summary, layer lookup, one-pass activations, filters.
+
+    Args:
+        model: a ``torch.nn.Module`` or a Keras 3 model (``KERAS_BACKEND=torch``).
+        input_shape: one sample's shape in the model's layout, no batch — ``(3, 224, 224)`` for
+            PyTorch, ``(224, 224, 3)`` for Keras. Default: what the model declares, else the last input.
+        scale: factor applied to uint8 images (default ``1/255``, giving [0, 1]).
+        mean, std: per-channel normalisation applied to images after scaling (default none).
+
+    Example::
+
+        scope = cs.Scope(model, input_shape=(3, 224, 224))
+        print(scope.summary())
+        acts = scope.activations("cat.jpg", layers=["features.0", "features.2"])
+        acts["features.0"].grid(cols=8)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        input_shape: Sequence[int] | None = None,
+        scale: float = 1 / 255,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        if input_shape is not None and (
+            len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape)
+        ):
+            raise OptionError(
+                f"input_shape={tuple(input_shape)!r}: give one sample's shape without batch, three positive "
+                "ints in the model's layout, e.g. (3, 224, 224) for PyTorch or (224, 224, 3) for Keras"
+            )
+        self.model = model
+        self.adapter = adapt(model, input_shape=tuple(input_shape) if input_shape is not None else None)
+        self.index = LayerIndex(self.adapter.handles)
+        self.scale, self.mean, self.std = scale, mean, std
+        self._last_shape: tuple[int, ...] | None = None
+
+    # -- model facts -------------------------------------------------------------------------
+    @property
+    def framework(self) -> str:
+        return self.adapter.framework
+
+    @property
+    def layout(self) -> Layout:
+        return self.adapter.layout
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [self.index.display_name(h) for h in self.adapter.handles]
+
+    def layer(self, query: LayerQuery) -> LayerHandle:
+        """One layer by name, alias, dotted path, index, glob or type (see :class:`LayerIndex`)."""
+        return self.index.find(query)
+
+    def layers(self, query: Any = None) -> list[LayerHandle]:
+        """All layers matching ``query`` (every layer when ``None``)."""
+        return list(self.adapter.handles) if query is None else self.index.find_all(query)
+
+    def rename(self, old: LayerQuery, new: str) -> Scope:
+        """Alias a layer: both names resolve afterwards and results are labelled ``new``.
+
+        Keras 3 ignores ``layer._name = ...``; this works for both frameworks. Returns ``self``.
+        """
+        self.index.rename(old, new)
+        return self
+
+    # -- inputs ------------------------------------------------------------------------------
+    def input_spec(self) -> Any:
+        from convscope.inputs import InputSpec
+
+        shape = self.adapter.input_shape or self.adapter.model_input_shape()
+        if shape is None and self._last_shape is not None:
+            shape = self._last_shape
+        channels = size = None
+        if shape is not None and len(shape) == 3:
+            c, hw = (shape[0], shape[1:]) if self.layout is Layout.NCHW else (shape[-1], shape[:2])
+            channels = int(c) if c is not None else None
+            size = (int(hw[0]), int(hw[1])) if None not in hw else None
+        return InputSpec(
+            layout=self.layout,
+            channels=channels,
+            size=size,
+            scale=self.scale,
+            mean=tuple(self.mean) if self.mean is not None else None,
+            std=tuple(self.std) if self.std is not None else None,
+        )
+
+    def prepare(self, inputs: Any) -> torch.Tensor:
+        """Turn paths, PIL images, arrays or tensors into one model-input batch (see ``convscope.inputs``)."""
+        from convscope.inputs import prepare
+
+        x = prepare(inputs, self.input_spec(), device=self.adapter.device)
+        self._last_shape = tuple(x.shape[1:])
+        return x
+
+    def example_input(self) -> torch.Tensor:
+        """A zero batch of one sample, for passes that only need shapes."""
+        shape = self.adapter.input_shape or self._last_shape
+        if shape is None:
+            declared = self.adapter.model_input_shape()
+            if declared is not None and None not in declared:
+                shape = tuple(int(d) for d in declared if d is not None)
+        if shape is None:
+            raise OptionError(
+                "the input shape of this model is unknown; pass Scope(model, input_shape=(C, H, W)) "
+                "(PyTorch) or (H, W, C) (Keras), or run scope.activations(...) on an input first"
+            )
+        return torch.zeros((1, *shape), device=self.adapter.device)
+
+    # -- summary -----------------------------------------------------------------------------
+    def summary(self) -> ModelSummary:
+        """Per-layer table data; ``print()`` it for a Keras-like table."""
+        display = self.index.display_name
+        if self.framework == "keras":
+            try:
+                x = self.example_input()
+            except OptionError:
+                x = None
+            return keras_summary(self.adapter, x, display)
+        return torch_summary(self.adapter, self.example_input(), display)
+
+    # -- activations -------------------------------------------------------------------------
+    def targets(self, layers: Any) -> list[Target]:
+        """Resolve layer queries, with ``'name[i]'`` selecting element i of a tuple output."""
+        queries = layers if isinstance(layers, list | tuple) else [layers]
+        out: list[Target] = []
+        for q in queries:
+            item = None
+            if isinstance(q, str) and (m := _ITEM.match(q)) and not self._is_layer(q):
+                q, item = m.group("name"), int(m.group("item"))
+            for h in self.index.find_all(q):
+                t = Target(h, item)
+                if t not in out:
+                    out.append(t)
+        if not out:
+            raise LayerNotFoundError("no layers requested; name at least one layer")
+        return out
+
+    def _is_layer(self, name: str) -> bool:
+        try:
+            self.index.find(name)
+        except LayerNotFoundError:
+            return False
+        return True
+
+    def record(self, inputs: Any, layers: Any = None, **capture_options: Any) -> tuple[Recording, Any]:
+        """Low level: one forward pass under :class:`Capture`; returns (recording, model output)."""
+        x = inputs if isinstance(inputs, torch.Tensor) and capture_options.pop("prepared", False) else self.prepare(inputs)
+        with Capture(self.adapter, self.targets(layers), **capture_options) as cap:
+            output = cap.run(x)
+        return cap.recording, output
+
+    def activations(self, inputs: Any, layers: Any = None, *, grad: bool = False) -> Activations:
+        """Outputs of ``layers`` for ``inputs`` from ONE forward pass, as name → :class:`FeatureMaps`.
+
+        Args:
+            inputs: image path(s), PIL image(s), uint8 arrays, or a float array/tensor already shaped
+                as model input (Keras (N, H, W, C), PyTorch (N, C, H, W)), used exactly as given.
+            layers: a query or list of queries (names, paths, indices, globs, types; ``'name[i]'``
+                picks one element of a tuple output). Default ``None``: every layer with a spatial
+                (4-D) output.
+            grad: keep the autograd graph on the recorded tensors (default ``False``).
+
+        A layer called more than once is recorded per call: ``'name'`` holds the first call,
+        ``'name@1'``, ``'name@2'`` … the later ones. The pass runs in inference mode.
+        """
+        if layers is None:
+            targets = [Target(h) for h in self.adapter.handles if h.is_leaf]
+            options: dict[str, Any] = {"skip_errors": True, "keep": lambda t: t.dim() == 4}
+        else:
+            targets, options = self.targets(layers), {}
+        x = self.prepare(inputs)
+        with Capture(self.adapter, targets, grad=grad, **options) as cap:
+            output = cap.run(x)
+        by_key = {t.key: t for t in targets}
+        maps: dict[str, FeatureMaps] = {}
+        for key in cap.recording.order:
+            t = by_key[key]
+            label = self.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
+            for call, tensor in enumerate(cap.recording.values[key]):
+                name = label if call == 0 else f"{label}@{call}"
+                maps[name] = FeatureMaps(name, tensor, self.layout)
+        if layers is not None:
+            for t in targets:
+                cap.recording.get(t.key)  # a requested layer that never ran is an error, not a gap
+        return Activations(maps, output)
+
+    # -- filters -----------------------------------------------------------------------------
+    def filters(self, layer: LayerQuery) -> Filters:
+        """The kernels of a conv layer, in (out_channels, in_channels, kh, kw) order."""
+        handle = self.index.find(layer)
+        w = self.adapter.weights(handle)
+        kernel = w.get("kernel")
+        if kernel is None or kernel.ndim != 4:
+            convs = [self.index.display_name(h) for h in self.adapter.handles if self._has_conv_kernel(h)]
+            raise OptionError(
+                f"layer {self.index.display_name(handle)!r} ({handle.type_name}) has no 2-D convolution "
+                f"kernel; conv layers: {', '.join(map(repr, convs[:12])) or 'none'}"
+            )
+        return Filters(self.index.display_name(handle), kernel, w.get("bias"))
+
+    def _has_conv_kernel(self, handle: LayerHandle) -> bool:
+        k = self.adapter.weights(handle).get("kernel")
+        return k is not None and k.ndim == 4
+
+    def __repr__(self) -> str:
+        return f"Scope({type(self.model).__name__}, framework={self.framework}, layers={len(self.adapter.handles)})"
