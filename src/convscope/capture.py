@@ -110,6 +110,8 @@ class Capture:
             used when recording "every layer" rather than layers the user named.
         keep: predicate on the recorded tensor; outputs it rejects are dropped (e.g. spatial only).
         shapes_only: record only output shapes and call order (``recording.shapes``/``events``), no values.
+        logits: make a model that ends in softmax return its pre-softmax logits for the duration
+            (see :mod:`convscope.softmax`).
 
     Example::
 
@@ -129,6 +131,7 @@ class Capture:
         skip_errors: bool = False,
         keep: Any = None,
         shapes_only: bool = False,
+        logits: bool = False,
     ) -> None:
         self.adapter = adapter
         self.targets = list(targets)
@@ -138,6 +141,8 @@ class Capture:
         self.skip_errors = skip_errors
         self.keep = keep
         self.shapes_only = shapes_only
+        self.logits = logits
+        self._undo: list[Any] = []
         self.recording = Recording()
         self._handles: list[Any] = []
         self._modes: list[tuple[torch.nn.Module, bool]] = []
@@ -161,6 +166,10 @@ class Capture:
             for targets in by_module.values():
                 module = targets[0].handle.module
                 self._handles.append(module.register_forward_hook(self._hook(targets)))
+            if self.logits:
+                from convscope.softmax import strip_softmax
+
+                self._undo = strip_softmax(self.adapter)
         except BaseException:
             self._restore()
             raise
@@ -173,6 +182,9 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
         for module, mode in self._modes:
             module.train(mode)
         for p, flag in self._requires_grad:
