@@ -1,0 +1,281 @@
+"""The seed tutorial's MNIST ConvNet as Keras and PyTorch twins, with small deterministic trainers.
+
+Both twins share layer names (``conv_0``, ``conv_1``, ``pool``, ``dropout_0``, ``flatten``, ``dense_0``,
+``dropout_1``, ``predictions``) and return class probabilities. Keras is imported lazily and always
+with the torch backend unless ``KERAS_BACKEND`` is already set.
+
+Example:
+    >>> keras_model, torch_model, split, accuracies = trained_twins()  # about 20 s on 2 CPU cores
+    >>> min(accuracies.values()) >= 0.95
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from convscope.demo.data import DIGITS_SIDE, DigitsSplit, as_nchw, as_nhwc, load_digits_28
+from convscope.errors import OptionError
+
+if TYPE_CHECKING:
+    import keras
+
+#: Training defaults shared by both twins (chosen so each reaches >= 95 % hold-out accuracy).
+EPOCHS = 6
+BATCH_SIZE = 64
+LEARNING_RATE = 1e-3
+NUM_CLASSES = 10
+
+
+def _keras() -> Any:
+    """Import Keras, defaulting its backend to torch (the only one convscope drives)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    return keras
+
+
+@contextmanager
+def _all_cores() -> Iterator[None]:
+    """Let torch use every core for the duration, restoring the previous thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(os.cpu_count() or 1, previous))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_training(epochs: int, batch_size: int) -> None:
+    for option, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"{option}={value!r} is not allowed; pass a positive int")
+
+
+# ---------------------------------------------------------------------------------------------- Keras
+
+
+def keras_digits_model(*, seed: int | None = None) -> keras.Sequential:
+    """The digits ConvNet as a ``keras.Sequential`` on ``(28, 28, 1)`` channels-last input.
+
+    Args:
+        seed: if given, ``keras.utils.set_random_seed(seed)`` runs first so the initial weights repeat
+            (default ``None``: current global random state).
+
+    Example:
+        >>> [layer.name for layer in keras_digits_model().layers][:2]
+        ['conv_0', 'conv_1']
+    """
+    keras = _keras()
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((DIGITS_SIDE, DIGITS_SIDE, 1)),
+            layers.Conv2D(32, (3, 3), activation="relu", name="conv_0"),
+            layers.Conv2D(64, (3, 3), activation="relu", name="conv_1"),
+            layers.MaxPooling2D((2, 2), name="pool"),
+            layers.Dropout(0.25, name="dropout_0"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(128, activation="relu", name="dense_0"),
+            layers.Dropout(0.5, name="dropout_1"),
+            layers.Dense(NUM_CLASSES, activation="softmax", name="predictions"),
+        ],
+        name="digits_convnet",
+    )
+
+
+def keras_accuracy(model: keras.Model, split: DigitsSplit) -> float:
+    """Share of ``split``'s test images that ``model`` classifies correctly."""
+    probs = np.asarray(model.predict(as_nhwc(split.x_test), batch_size=512, verbose=0))
+    return float(np.mean(probs.argmax(axis=1) == split.y_test))
+
+
+def train_keras(
+    model: keras.Model,
+    split: DigitsSplit,
+    *,
+    epochs: int = EPOCHS,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    learning_rate: float = LEARNING_RATE,
+) -> float:
+    """Fit ``model`` on ``split`` with Adam and sparse cross-entropy; returns hold-out accuracy.
+
+    Seeds Keras' global random state with ``seed`` (default 0) so runs repeat. Defaults: ``epochs=6``,
+    ``batch_size=64``, ``learning_rate=1e-3``.
+
+    Example:
+        >>> train_keras(keras_digits_model(seed=0), load_digits_28()) >= 0.95
+        True
+    """
+    _check_training(epochs, batch_size)
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+    )
+    with _all_cores():
+        model.fit(
+            as_nhwc(split.x_train), split.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0
+        )
+        return keras_accuracy(model, split)
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch
+
+
+class TorchDigitsNet(nn.Module):
+    """The digits ConvNet in PyTorch: ``(N, 1, 28, 28)`` input, ``(N, 10)`` probabilities out.
+
+    The ReLUs are separate in-place modules (``relu_0``, ``relu_1``, ``relu_2``), as in many real
+    models; :meth:`logits` gives the pre-softmax scores used for training.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_0 = nn.Conv2d(1, 32, kernel_size=3)
+        self.relu_0 = nn.ReLU(inplace=True)
+        self.conv_1 = nn.Conv2d(32, 64, kernel_size=3)
+        self.relu_1 = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout_0 = nn.Dropout(0.25)
+        self.flatten = nn.Flatten()
+        pooled = (DIGITS_SIDE - 4) // 2
+        self.dense_0 = nn.Linear(64 * pooled * pooled, 128)
+        self.relu_2 = nn.ReLU(inplace=True)
+        self.dropout_1 = nn.Dropout(0.5)
+        self.predictions = nn.Linear(128, NUM_CLASSES)
+        self.softmax = nn.Softmax(dim=1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax class scores, shape ``(N, 10)``."""
+        x = self.relu_0(self.conv_0(x))
+        x = self.relu_1(self.conv_1(x))
+        x = self.flatten(self.dropout_0(self.pool(x)))
+        x = self.dropout_1(self.relu_2(self.dense_0(x)))
+        return self.predictions(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, shape ``(N, 10)``, like the Keras twin."""
+        return self.softmax(self.logits(x))
+
+
+def torch_digits_model(*, seed: int | None = None) -> TorchDigitsNet:
+    """A fresh :class:`TorchDigitsNet` in eval mode.
+
+    Args:
+        seed: if given, initial weights come from ``torch.manual_seed(seed)`` in a forked random state,
+            leaving the global one untouched (default ``None``: current global random state).
+    """
+    if seed is None:
+        return TorchDigitsNet().eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TorchDigitsNet().eval()
+
+
+def torch_accuracy(model: TorchDigitsNet, split: DigitsSplit) -> float:
+    """Share of ``split``'s test images that ``model`` classifies correctly (runs in eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            probs = model(torch.from_numpy(as_nchw(split.x_test)))
+    finally:
+        model.train(was_training)
+    return float((probs.argmax(dim=1).numpy() == split.y_test).mean())
+
+
+def train_torch(
+    model: TorchDigitsNet,
+    split: DigitsSplit,
+    *,
+    epochs: int = EPOCHS,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    learning_rate: float = LEARNING_RATE,
+) -> float:
+    """Fit ``model`` on ``split`` with Adam and cross-entropy on its logits; returns hold-out accuracy.
+
+    Shuffling and dropout draw from a forked torch random state seeded with ``seed`` (default 0), so
+    runs repeat and the global state is untouched. Leaves ``model`` in eval mode. Defaults as
+    :func:`train_keras`.
+    """
+    _check_training(epochs, batch_size)
+    x = torch.from_numpy(as_nchw(split.x_train))
+    y = torch.from_numpy(split.y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    with torch.random.fork_rng(devices=[]), _all_cores():
+        torch.manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x)).split(batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model.logits(x[idx]), y[idx]).backward()
+                optimizer.step()
+        model.eval()
+        return torch_accuracy(model, split)
+
+
+# ---------------------------------------------------------------------------------------------- both
+
+
+class Twins(NamedTuple):
+    """Trained twins with their data; unpacks as ``keras_model, torch_model, split, accuracies``."""
+
+    keras_model: Any
+    torch_model: TorchDigitsNet
+    split: DigitsSplit
+    accuracies: dict[str, float]
+
+
+def trained_twins(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 0, epochs: int = EPOCHS) -> Twins:
+    """Build, train and score both twins on :func:`load_digits_28` (``seed`` drives everything).
+
+    Args:
+        cache_dir: folder for trained weights (``digits_keras_*.weights.h5``, ``digits_torch_*.pt``);
+            weights found there are loaded instead of retrained (default ``None``: always train).
+        seed: seed of the split, initial weights and training (default 0).
+        epochs: training epochs for each twin (default 6).
+
+    Example:
+        >>> twins = trained_twins("/tmp/convscope-cache")
+        >>> sorted(twins.accuracies)
+        ['keras', 'torch']
+    """
+    split = load_digits_28(seed=seed)
+    cache = None if cache_dir is None else Path(cache_dir)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    stem = f"s{seed}_e{epochs}"
+    keras_model = keras_digits_model(seed=seed)
+    keras_file = None if cache is None else cache / f"digits_keras_{stem}.weights.h5"
+    if keras_file is not None and keras_file.exists():
+        keras_model.load_weights(keras_file)
+        keras_acc = keras_accuracy(keras_model, split)
+    else:
+        keras_acc = train_keras(keras_model, split, epochs=epochs, seed=seed)
+        if keras_file is not None:
+            keras_model.save_weights(keras_file)
+    torch_model = torch_digits_model(seed=seed)
+    torch_file = None if cache is None else cache / f"digits_torch_{stem}.pt"
+    if torch_file is not None and torch_file.exists():
+        torch_model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
+        torch_acc = torch_accuracy(torch_model, split)
+    else:
+        torch_acc = train_torch(torch_model, split, epochs=epochs, seed=seed)
+        if torch_file is not None:
+            torch.save(torch_model.state_dict(), torch_file)
+    return Twins(keras_model, torch_model, split, {"keras": keras_acc, "torch": torch_acc})

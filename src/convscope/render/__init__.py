@@ -1,0 +1,16 @@
+"""Pure numpy/PIL renderers: activation grids, filter mosaics, colour maps and fast PNG output."""
+
+from .colormaps import COLORMAPS, Normalize, apply_cmap
+from .filters import filter_image
+from .grid import grid_figure, grid_image, save_png, to_png_bytes
+
+__all__ = [
+    "COLORMAPS",
+    "Normalize",
+    "apply_cmap",
+    "filter_image",
+    "grid_figure",
+    "grid_image",
+    "save_png",
+    "to_png_bytes",
+]
