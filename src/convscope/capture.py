@@ -165,7 +165,16 @@ class Capture:
                 by_module.setdefault(id(t.handle.module), []).append(t)
             for targets in by_module.values():
                 module = targets[0].handle.module
+                if isinstance(module, torch.jit.ScriptModule):
+                    raise CaptureError(
+                        f"layer {targets[0].key!r} is a TorchScript module, which cannot take hooks; "
+                        "load the model from a torch.export (.pt2) file or a package.module:factory instead"
+                    )
                 self._handles.append(module.register_forward_hook(self._hook(targets)))
+            for t in self.targets:  # a nested Keras model's InputLayer holds that sub-model's input
+                parent = self._parent(t.handle) if t.handle.type_name == "InputLayer" else None
+                if parent is not None:
+                    self._handles.append(parent.register_forward_pre_hook(self._input_hook(t, parent)))
             if self.logits:
                 from convscope.softmax import strip_softmax
 
@@ -200,6 +209,26 @@ class Capture:
             if self.stop and not self._pending:
                 raise _StopForward
             return None  # Keras 3 layers must see None returned
+
+        return hook
+
+    def _parent(self, handle: LayerHandle) -> torch.nn.Module | None:
+        """The nested model that owns ``handle`` (``None`` at the top level)."""
+        if handle.depth == 0 or "." not in handle.path:
+            return None
+        path = handle.path.rsplit(".", 1)[0]
+        return next((h.module for h in self.adapter.handles if h.path == path), None)
+
+    def _input_hook(self, target: Target, parent: Any) -> Any:
+        inputs = [layer for layer in getattr(parent, "layers", []) if type(layer).__name__ == "InputLayer"]
+        position = next((i for i, layer in enumerate(inputs) if layer is target.handle.module), 0)
+
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            value = args[0] if args else None
+            if isinstance(value, list | tuple) and len(value) > position:
+                value = value[position]
+            self._record(target, value)
+            return None
 
         return hook
 
@@ -240,7 +269,7 @@ class Capture:
         """Run the model on ``x`` (already model input) and return its output (``None`` if stopped)."""
         self._pending = {t.key for t in self.targets}
         for t in self.targets:  # Keras input layers are never called: their output is the input
-            if t.handle.type_name == "InputLayer":
+            if t.handle.type_name == "InputLayer" and self._parent(t.handle) is None:
                 self._record(t, x)
         try:
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):

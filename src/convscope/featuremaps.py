@@ -85,7 +85,7 @@ class FeatureMaps:
         """A matplotlib ``Figure`` of the grid with a title (needs matplotlib)."""
         from convscope.render import grid_figure
 
-        options.setdefault("title", f"{self.name} · {self.num_channels} channels")
+        options.setdefault("titles", f"{self.name} · {self.num_channels} channels")
         return grid_figure(self._sample(index), **options)
 
     def save(self, path: str | Path, index: int = 0, **options: Any) -> Path:
@@ -119,6 +119,13 @@ class Activations(Mapping[str, FeatureMaps]):
                 f"no activations recorded for {key!r}; recorded: {', '.join(map(repr, self._maps)) or 'none'}"
                 + (f" ({near})" if near else "")
             ) from None
+
+    # Mapping's own ``in``/``get`` expect KeyError; ours raises LayerNotFoundError (a LookupError).
+    def __contains__(self, key: object) -> bool:
+        return key in self._maps
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._maps.get(key, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._maps)

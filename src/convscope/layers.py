@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from convscope.adapters.base import LayerHandle
 from convscope.errors import ConvscopeError, LayerNotFoundError, OptionError, hint
 
-LayerQuery = Union[str, int, type, LayerHandle]
+LayerQuery = str | int | type | LayerHandle
 """What identifies a layer: name, alias, dotted path, index, glob (``"conv*"``), type name or class."""
 
 _GLOB_CHARS = set("*?[")

@@ -122,8 +122,8 @@ class Scope:
         shape = self.adapter.input_shape or self._last_shape
         if shape is None:
             declared = self.adapter.model_input_shape()
-            if declared is not None and None not in declared:
-                shape = tuple(int(d) for d in declared if d is not None)
+            if declared is not None and all(isinstance(d, int) for d in declared):
+                shape = tuple(int(d or 0) for d in declared)
         if shape is None:
             raise OptionError(
                 "the input shape of this model is unknown; pass Scope(model, input_shape=(C, H, W)) "
@@ -229,3 +229,56 @@ class Scope:
 
     def __repr__(self) -> str:
         return f"Scope({type(self.model).__name__}, framework={self.framework}, layers={len(self.adapter.handles)})"
+
+    # -- attribution -------------------------------------------------------------------------
+    def attribute(
+        self, inputs: Any, *, method: Any = "gradcam", target: Any = None, layer: Any = None, **options: Any
+    ) -> Any:
+        """Attribution maps for ``inputs``: which pixels (or layer positions) drive the target score.
+
+        Args:
+            inputs: as for :meth:`activations` (paths, PIL images, arrays, tensors; a batch is fine).
+            method: a name from ``cs.attribution.methods()`` (default ``"gradcam"``) or a configured
+                ``cs.attribution.Method`` instance.
+            target: ``None`` (default: each sample's top-1 class), a class index, one index per
+                sample, or ``fn(output) -> (batch,)`` scores. Class scores are pre-softmax logits,
+                also for models that end in a softmax layer.
+            layer: CAM methods only — any layer query (``'name[i]'`` for a tuple output); default the
+                last layer with a spatial output.
+            **options: method options, e.g. ``steps=64`` for Integrated Gradients (see each method's
+                docstring; unknown names raise ``OptionError`` listing the valid ones).
+
+        Returns a ``cs.attribution.Attribution`` (``.raw``, ``.maps``, ``.targets``, ``.overlay()``,
+        ``.grid()``). The model runs in eval mode with parameters frozen; modes, ``requires_grad``
+        flags and hooks are restored afterwards, and ``inputs`` are never modified.
+
+        Example::
+
+            att = scope.attribute("cat.jpg", method="gradcam", target=281)
+            att.overlay(alpha=0.4).save("cat_gradcam.png")
+        """
+        from convscope.attribution.api import attribute
+
+        return attribute(self, inputs, method=method, target=target, layer=layer, **options)
+
+    def sanity_check(
+        self, inputs: Any, *, method: Any = "gradcam", target: Any = None, layer: Any = None, **options: Any
+    ) -> Any:
+        """Cascading model-parameter randomisation test (Adebayo et al. 2018) of an attribution method.
+
+        On a deep copy of the model (yours is never touched), layers with parameters are re-initialised
+        one by one from the output down; after each step the map is recomputed for the same targets and
+        compared with the original by Spearman rank correlation. A method whose maps survive
+        randomisation explains the input, not the model. Options: ``threshold=0.5`` (the verdict passes
+        when the mean |ρ| after randomising every layer is below it), ``seed=0``, plus method options.
+
+        Returns a ``SanityReport`` (``.layers``, ``.correlations`` (steps, N), ``.passed``; print it).
+
+        Example::
+
+            report = scope.sanity_check(x, method="gradcam")
+            print(report)
+        """
+        from convscope.attribution.sanity import sanity_check
+
+        return sanity_check(self, inputs, method=method, target=target, layer=layer, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,15 +139,17 @@ def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[Lay
     return ModelSummary(type(adapter.model).__name__, "torch", tuple(rows), total, trainable)
 
 
+def _keras_output_shape(layer: Any) -> Any:
+    return layer.output.shape
+
+
 def keras_summary(adapter: ModelAdapter, x: torch.Tensor | None, display: Callable[[LayerHandle], str]) -> ModelSummary:
     """Rows for the model's top-level layers, as Keras' own ``model.summary()`` lists them."""
     top = [h for h in adapter.handles if h.depth == 0]
     shapes: dict[str, Any] = {}
     for h in top:
-        try:
-            shapes[h.name] = tuple(h.module.output.shape)
-        except (AttributeError, ValueError, RuntimeError):
-            pass
+        with contextlib.suppress(AttributeError, ValueError, RuntimeError):
+            shapes[h.name] = tuple(_keras_output_shape(h.module))
     missing = [h for h in top if h.name not in shapes]
     if missing and x is not None:  # subclassed models: learn shapes from one forward pass
         with Capture(adapter, [Target(h) for h in missing], shapes_only=True, skip_errors=True) as cap:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convscope.adapters.base import Layout, LayerHandle, ModelAdapter
+from convscope.adapters.base import LayerHandle, Layout, ModelAdapter
 from convscope.errors import BackendError, ConvscopeError
 
 __all__ = ["Layout", "LayerHandle", "ModelAdapter", "adapt", "is_keras_model"]

@@ -81,7 +81,7 @@ class KerasAdapter(ModelAdapter):
         return out
 
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:
-        layer = handle.module
+        layer: Any = handle.module
         total = sum(int(np.prod(w.shape)) for w in layer.weights)
         trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
         return total, trainable
