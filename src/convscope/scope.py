@@ -92,14 +92,16 @@ class Scope:
     def input_spec(self) -> Any:
         from convscope.inputs import InputSpec
 
-        shape = self.adapter.input_shape or self.adapter.model_input_shape()
-        if shape is None and self._last_shape is not None:
+        shape: tuple[int | None, ...] | None = self.adapter.input_shape or self.adapter.model_input_shape()
+        if (shape is None or None in shape) and self._last_shape is not None:
             shape = self._last_shape
-        channels = size = None
+        channels: int | None = None
+        size: tuple[int, int] | None = None
         if shape is not None and len(shape) == 3:
             c, hw = (shape[0], shape[1:]) if self.layout is Layout.NCHW else (shape[-1], shape[:2])
-            channels = int(c) if c is not None else None
-            size = (int(hw[0]), int(hw[1])) if None not in hw else None
+            channels = c
+            if hw[0] is not None and hw[1] is not None:
+                size = (hw[0], hw[1])
         return InputSpec(
             layout=self.layout,
             channels=channels,
@@ -141,7 +143,9 @@ class Scope:
             except OptionError:
                 x = None
             return keras_summary(self.adapter, x, display)
-        return torch_summary(self.adapter, self.example_input(), display)
+        scripted = isinstance(self.model, torch.jit.ScriptModule)
+        x = torch.zeros(0) if scripted else self.example_input()
+        return torch_summary(self.adapter, x, display)
 
     # -- activations -------------------------------------------------------------------------
     def targets(self, layers: Any) -> list[Target]:

@@ -116,8 +116,10 @@ def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[Lay
     """Rows for every call of every leaf module (and modules owning parameters), in execution order."""
     handles = [h for h in adapter.handles if h.is_leaf or any(True for _ in h.module.parameters(recurse=False))]
     by_key = {h.name: h for h in handles}
-    with Capture(adapter, [Target(h) for h in handles], shapes_only=True) as cap:
-        cap.run(x)
+    scripted = isinstance(adapter.model, torch.jit.ScriptModule)  # no hooks: parameters, no shapes
+    with Capture(adapter, [] if scripted else [Target(h) for h in handles], shapes_only=True) as cap:
+        if not scripted:
+            cap.run(x)
     seen: set[int] = set()
     rows: list[SummaryRow] = []
 
