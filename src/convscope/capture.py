@@ -149,6 +149,7 @@ class Capture:
         self._requires_grad: list[tuple[torch.nn.Parameter, bool]] = []
         self._pending: set[str] = set()
         self.ran: list[str] = []
+        self._error: ConvscopeError | None = None  # raised in a hook (Keras re-wraps it on the way out)
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -204,8 +205,12 @@ class Capture:
     def _hook(self, targets: list[Target]) -> Any:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             self.ran.append(targets[0].handle.name)
-            for t in targets:
-                self._record(t, output)
+            try:
+                for t in targets:
+                    self._record(t, output)
+            except ConvscopeError as exc:
+                self._error = exc
+                raise
             if self.stop and not self._pending:
                 raise _StopForward
             return None  # Keras 3 layers must see None returned
@@ -276,9 +281,11 @@ class Capture:
                 return self.adapter.forward(x)
         except _StopForward:
             return None
-        except ConvscopeError:
-            raise
         except Exception as exc:  # the user's model raised: name the layers that did run
+            if self._error is not None:  # our own error from a hook, as raised (not Keras' re-wrapped copy)
+                raise self._error from None
+            if isinstance(exc, ConvscopeError):
+                raise
             last = f"; last layer that ran: {self.ran[-1]!r}" if self.ran else ""
             raise ModelError(
                 f"the model raised {type(exc).__name__} on input of shape {tuple(x.shape)}: {exc}{last}"

@@ -173,7 +173,8 @@ class Scope:
 
     def record(self, inputs: Any, layers: Any = None, **capture_options: Any) -> tuple[Recording, Any]:
         """Low level: one forward pass under :class:`Capture`; returns (recording, model output)."""
-        x = inputs if isinstance(inputs, torch.Tensor) and capture_options.pop("prepared", False) else self.prepare(inputs)
+        prepared = capture_options.pop("prepared", False)
+        x = inputs if prepared and isinstance(inputs, torch.Tensor) else self.prepare(inputs)
         with Capture(self.adapter, self.targets(layers), **capture_options) as cap:
             output = cap.run(x)
         return cap.recording, output
@@ -185,15 +186,20 @@ class Scope:
             inputs: image path(s), PIL image(s), uint8 arrays, or a float array/tensor already shaped
                 as model input (Keras (N, H, W, C), PyTorch (N, C, H, W)), used exactly as given.
             layers: a query or list of queries (names, paths, indices, globs, types; ``'name[i]'``
-                picks one element of a tuple output). Default ``None``: every layer with a spatial
-                (4-D) output.
+                picks one element of a tuple output). Default ``None``: every leaf layer (no
+                sub-layers; containers such as ``layer1`` must be named) with a spatial (4-D) output.
             grad: keep the autograd graph on the recorded tensors (default ``False``).
 
         A layer called more than once is recorded per call: ``'name'`` holds the first call,
         ``'name@1'``, ``'name@2'`` … the later ones. The pass runs in inference mode.
         """
         if layers is None:
-            targets = [Target(h) for h in self.adapter.handles if h.is_leaf]
+            seen: set[int] = set()  # a module held under two names is recorded once
+            targets = []
+            for h in self.adapter.handles:
+                if h.is_leaf and id(h.module) not in seen:
+                    seen.add(id(h.module))
+                    targets.append(Target(h))
             options: dict[str, Any] = {"skip_errors": True, "keep": lambda t: t.dim() == 4}
         else:
             targets, options = self.targets(layers), {}
@@ -286,3 +292,64 @@ class Scope:
         from convscope.attribution.sanity import sanity_check
 
         return sanity_check(self, inputs, method=method, target=target, layer=layer, **options)
+
+    # -- activation maximisation ----------------------------------------------------------------
+    def maximize(
+        self,
+        objective: Any,
+        *,
+        steps: int | None = None,
+        size: int | Sequence[int] | None = None,
+        param: Any = None,
+        transforms: Any = None,
+        regularizers: Any = None,
+        decorrelate: Any = None,
+        lr: float | None = None,
+        seed: int = 0,
+        recipe: str = "default",
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Synthesise images that maximise ``objective``; returns a :class:`~convscope.optim.Visualization`.
+
+        Args:
+            objective: a :mod:`convscope.objectives` objective (``channel``, ``neuron``, ``layer``, ``logit``,
+                ``direction``, ``diversity``, combined with ``+ - *`` and ``/``), or a list of them; a list
+                or a batched objective (``channel("conv_1", range(16))``) gives one image per entry.
+            steps: optimiser steps (default: the recipe's, 256).
+            size: image side or (height, width) (default: the model's input size, else 128).
+            param: ``"fft"`` (default recipe) or ``"pixel"`` (plain recipe), or a factory.
+            transforms: list of :mod:`convscope.optim.transforms` (default: the recipe's; ``[]`` for none).
+            regularizers: list of ``l1``/``l2``/``total_variation``/``blur`` penalties (default none).
+            decorrelate: colour decorrelation for RGB models (default: the recipe's).
+            lr: Adam step size (default 0.05).
+            seed: seeds every random draw (default 0): the same seed gives the same images.
+            recipe: ``"default"`` (Fourier, decorrelated, transforms) or ``"plain"`` (the seed's pixel ascent).
+            batch_size: images optimised together (default: as many as fit in memory).
+            progress: show a tqdm bar (default: for runs of 100 steps or more).
+
+        The image is in [0, 1], then scaled and normalised by this scope's ``scale``/``mean``/``std`` to
+        model input. Parameters are frozen during the run; hooks, modes and ``requires_grad`` are restored
+        after it, also when it fails or is interrupted.
+
+        Example::
+
+            vis = scope.maximize(cs.objectives.channel("conv_1", range(16)), steps=128)
+            vis.grid().save("conv_1.png"); vis.values; model(vis.inputs)
+        """
+        from convscope.optim.optimize import maximize
+
+        return maximize(self, objective, steps=steps, size=size, param=param, transforms=transforms,
+                        regularizers=regularizers, decorrelate=decorrelate, lr=lr, seed=seed, recipe=recipe,
+                        batch_size=batch_size, progress=progress)  # fmt: skip
+
+    def maximize_layer(self, layer: LayerQuery, *, channels: Any = None, **options: Any) -> Any:
+        """One synthesised image per channel of ``layer`` (default all; an int ``k`` means the first ``k``,
+        or pass a list/range); ``options`` as for :meth:`maximize`. Returns a ``Visualization`` whose
+        ``.grid()`` is the per-layer gallery.
+
+        Example: ``scope.maximize_layer("conv_1", channels=range(16), steps=128).save("conv_1.png")``
+        """
+        from convscope.optim.optimize import maximize_layer
+
+        return maximize_layer(self, layer, channels=channels, **options)

@@ -115,6 +115,8 @@ def _unbatch(shape: Any) -> Any:
 def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[LayerHandle], str]) -> ModelSummary:
     """Rows for every call of every leaf module (and modules owning parameters), in execution order."""
     handles = [h for h in adapter.handles if h.is_leaf or any(True for _ in h.module.parameters(recurse=False))]
+    first = {id(h.module): h for h in reversed(handles)}  # a module under two names: one row per call
+    handles = [h for h in handles if first[id(h.module)] is h]
     by_key = {h.name: h for h in handles}
     scripted = isinstance(adapter.model, torch.jit.ScriptModule)  # no hooks: parameters, no shapes
     with Capture(adapter, [] if scripted else [Target(h) for h in handles], shapes_only=True) as cap:

@@ -48,7 +48,10 @@ class TorchAdapter(ModelAdapter):
         for role in ("weight", "bias"):
             value = getattr(handle.module, role, None)
             if isinstance(value, torch.Tensor):
-                out["kernel" if role == "weight" else role] = value.detach().cpu().float().numpy().copy()
+                array = value.detach().cpu().float().numpy().copy()
+                if role == "weight" and isinstance(handle.module, nn.ConvTranspose2d):
+                    array = array.transpose(1, 0, 2, 3).copy()  # stored (in, out/groups, kh, kw)
+                out["kernel" if role == "weight" else role] = array
         return out
 
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:

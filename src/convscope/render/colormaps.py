@@ -188,9 +188,9 @@ def normalize_to_uint8(
     ``top = levels - 1`` (``levels`` defaults to 256; palette images use 255).
     ``CHANNEL``: min-max per item; ``LAYER``: one min-max over all; ``SYMMETRIC``: ``0 -> 128`` exactly
     (127 for 255 levels), ``+max|v|`` (over all) -> top, ``-max|v|`` -> 0; ``NONE``: values taken as
-    ``[0, 1]``. ``clip``
-    (default None) is ``(low_pct, high_pct)``: percentiles replace min and max (per item for ``CHANNEL``).
-    Constant items give 0 (128 for ``SYMMETRIC``), never NaN. Non-finite input raises :class:`InputError`.
+    ``[0, 1]``. ``clip`` (default None) is ``(low_pct, high_pct)``: percentiles replace min and max
+    (per item for ``CHANNEL``). Constant items give 0 (all-zero ``SYMMETRIC`` input gives the middle),
+    never NaN. Non-finite input raises :class:`InputError`.
 
     Example: ``normalize_to_uint8(np.array([[0., 1.], [2., 4.]]), Normalize.LAYER)`` -> ``[[0, 64], [128, 255]]``.
     """
