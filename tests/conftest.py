@@ -13,6 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -302,3 +303,20 @@ class ModelState:
 def model_state() -> Callable[[Any], ModelState]:
     """``snap = model_state(model)``; later ``snap.assert_same(model)``."""
     return ModelState.of
+
+
+@pytest.fixture(scope="session")
+def digit_twins(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo's trained digit ConvNet twins (Keras and PyTorch), trained once per test session.
+
+    The weights are cached in a session folder, so tests that need a *fresh* copy of a trained model
+    can call ``trained_twins(digit_twins_cache)`` again cheaply.
+    """
+    from convscope.demo.models import trained_twins
+
+    return trained_twins(tmp_path_factory.getbasetemp() / "twins-cache")
+
+
+@pytest.fixture(scope="session")
+def digit_twins_cache(digit_twins: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "twins-cache"

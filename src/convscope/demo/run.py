@@ -31,7 +31,7 @@ def _twins(out: Path, state: dict[str, Any]) -> Section:
     from convscope.demo.models import trained_twins
 
     start = time.perf_counter()
-    twins = trained_twins(epochs=2 if state["quick"] else 6)
+    twins = trained_twins(state.get("cache_dir"))
     state.update(keras=twins.keras_model, torch=twins.torch_model, split=twins.split)
     acc = twins.accuracies
     return Section(
@@ -131,10 +131,20 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
-def run_demo(out: Path = Path("demo-output"), *, quick: bool = False, steps: list[tuple[str, Step]] | None = None) -> Path:
-    """Run every demo step, writing PNGs, summaries and ``index.html`` into ``out``; returns the page."""
+def run_demo(
+    out: Path = Path("demo-output"),
+    *,
+    quick: bool = False,
+    cache_dir: Path | None = None,
+    steps: list[tuple[str, Step]] | None = None,
+) -> Path:
+    """Run every demo step, writing PNGs, summaries and ``index.html`` into ``out``; returns the page.
+
+    ``quick=True`` uses a smaller RGB example and fewer optimisation steps; ``cache_dir`` reuses
+    trained twin weights found there (default ``None``: train).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {"quick": quick}
+    state: dict[str, Any] = {"quick": quick, "cache_dir": cache_dir}
     sections = []
     todo = steps if steps is not None else STEPS
     for _, step in tqdm(todo, desc="convscope demo", unit="step"):
