@@ -36,17 +36,30 @@ __all__ = [
     "OptionError",
     "Scope",
     "__version__",
+    "attribution",
+    "metrics",
+    "objectives",
 ]
 
 if TYPE_CHECKING:
+    from convscope import attribution
+    from convscope.attribution import metrics
+    from convscope.optim import objectives
     from convscope.scope import Scope
 
 _LAZY = {"Scope": "convscope.scope"}
+_SUBMODULES = {
+    "attribution": "convscope.attribution",
+    "metrics": "convscope.attribution.metrics",
+    "objectives": "convscope.optim.objectives",
+}
 
 
 def __getattr__(name: str) -> Any:  # heavy imports (torch) only when first used
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'convscope' has no attribute {name!r}")

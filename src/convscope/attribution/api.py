@@ -1,0 +1,159 @@
+"""``attribute()``: validate a request, run the method, turn raw values into an :class:`Attribution`.
+
+Example::
+
+    from convscope.attribution.api import attribute
+    att = attribute(scope, x, method="integrated_gradients", target=3, steps=64)
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from convscope.adapters.base import Layout
+from convscope.attribution.base import Grid, Method, Raw, Reduce, get_method, user_stacklevel
+from convscope.attribution.engine import Job, default_layer
+from convscope.attribution.result import Attribution, display_images
+from convscope.attribution.targets import TargetLike, TargetSpec
+from convscope.capture import Target
+from convscope.errors import OptionError
+
+if TYPE_CHECKING:
+    from convscope.scope import Scope
+
+
+def attribute(
+    scope: Scope,
+    inputs: Any,
+    *,
+    method: str | Method = "gradcam",
+    target: TargetLike = None,
+    layer: Any = None,
+    **options: Any,
+) -> Attribution:
+    """See :meth:`convscope.Scope.attribute`."""
+    algo = make_method(method, options)
+    x = scope.prepare(inputs)
+    job = build_job(scope, x, algo, target=target, layer=layer)
+    return finish(scope, job, algo, algo.compute(job))
+
+
+def make_method(method: str | Method, options: dict[str, Any]) -> Method:
+    """A configured method from a registry name and options, or a ready :class:`Method` instance."""
+    if isinstance(method, Method):
+        if options:
+            raise OptionError(f"pass options either to the method instance or to attribute(), not both; "
+                              f"received {sorted(options)}")  # fmt: skip
+        return method
+    if not isinstance(method, str):
+        raise OptionError(f"method={method!r} is not allowed; pass a name from cs.attribution.methods()")
+    return get_method(method)(**options)
+
+
+def resolve_layer(scope: Scope, layer: Any, x: torch.Tensor) -> Target:
+    """The CAM layer: ``layer`` (any query Scope understands, ``'name[i]'`` for tuple outputs) or the
+    last leaf layer with a spatial output (found once per input shape, then cached on the scope)."""
+    if layer is None:
+        cache: dict[tuple[int, ...], Target] = scope.__dict__.setdefault("_attribution_layers", {})
+        key = tuple(x.shape[1:])
+        if key not in cache:
+            cache[key] = default_layer(scope.adapter, x)
+        return cache[key]
+    found = scope.targets(layer)
+    if len(found) != 1:
+        names = ", ".join(repr(layer_name(scope, t)) for t in found[:8])
+        raise OptionError(f"layer={layer!r} matches {len(found)} layers ({names}); CAM methods explain one layer")
+    return found[0]
+
+
+def layer_name(scope: Scope, t: Target) -> str:
+    return scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
+
+
+def build_job(scope: Scope, x: torch.Tensor, algo: Method, *, target: TargetLike, layer: Any) -> Job:
+    """Validate targets and layer for ``algo`` and bundle them with the prepared batch ``x``."""
+    if x.dim() != 4:
+        raise OptionError(f"attribution maps need image-like inputs, a 4-D batch; received shape {tuple(x.shape)}")
+    if target is not None and not algo.uses_target:
+        warnings.warn(f"{algo.name!r} is class-agnostic: target={target!r} is ignored", stacklevel=user_stacklevel())
+    spec = TargetSpec(target, len(x))
+    if not algo.uses_layer:
+        if layer is not None:
+            raise OptionError(f"method {algo.name!r} works on the input, so layer={layer!r} does not apply; "
+                              "layers are for the CAM methods (gradcam, gradcam++, hirescam, xgradcam, "
+                              "layercam, scorecam, eigencam, guided_gradcam)")
+        return Job(scope.adapter, x, spec)
+    t = resolve_layer(scope, layer, x)
+    return Job(scope.adapter, x, spec, layer=t, layer_name=layer_name(scope, t))
+
+
+def to_maps(algo: Method, values: torch.Tensor, job: Job) -> torch.Tensor:
+    """``(N, H, W)`` maps in [0, 1] at input resolution from raw values on ``algo``'s grid."""
+    v = values.detach().float()
+    if algo.grid is Grid.LAYER:
+        m = job.upsample(v)
+    elif algo.grid is Grid.PIXEL:
+        m = v.clamp(min=0) if algo.reduce() is Reduce.POSITIVE_SUM else v.abs()
+    else:
+        m = reduce_channels(job.to_nchw(v), algo.reduce())
+    return normalise(m)
+
+
+def reduce_channels(v: torch.Tensor, how: Reduce) -> torch.Tensor:
+    """NCHW values to one non-negative value per pixel, ``(N, H, W)``."""
+    if how is Reduce.ABS_MAX:
+        return v.abs().amax(dim=1)
+    if how is Reduce.ABS_SUM:
+        return v.sum(dim=1).abs()
+    if how is Reduce.POSITIVE_SUM:
+        return v.sum(dim=1).clamp(min=0)
+    return v.norm(dim=1)
+
+
+def normalise(m: torch.Tensor) -> torch.Tensor:
+    """Per sample: divide by the maximum (min-max if any value is negative); constant maps become 0."""
+    flat = m.flatten(1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    lo = torch.where(lo < 0, lo, torch.zeros_like(lo))
+    span = (hi - lo).view(-1, 1, 1)
+    out = (m - lo.view(-1, 1, 1)) / torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, out, torch.zeros_like(out)).clamp(0, 1)
+
+
+def finish(scope: Scope, job: Job, algo: Method, raw: Raw) -> Attribution:
+    """Package raw values, maps and pictures; warn about samples whose map came out empty."""
+    maps = to_maps(algo, raw.values, job)
+    empty = [i for i in (maps.flatten(1).amax(dim=1) == 0).nonzero().flatten().tolist() if i not in job.zero_grad]
+    if empty:
+        warnings.warn(f"the {algo.name} map is all zero for sample(s) {empty}: nothing in the input (or layer) "
+                      "raises the target score by this method's measure", stacklevel=user_stacklevel())  # fmt: skip
+    if raw.delta is not None and raw.gap is not None:
+        _warn_if_not_converged(algo, raw.delta, raw.gap)
+    x = job.x.detach().cpu().float().numpy()
+    images = display_images(x, channels_last=job.layout is Layout.NHWC, scale=scope.scale, mean=scope.mean,
+                            std=scope.std)  # fmt: skip
+    return Attribution(
+        method=algo.name,
+        raw=raw.values.detach().cpu().float().numpy(),
+        maps=maps.cpu().numpy().astype("float32"),
+        targets=job.targets.classes(),
+        layer=job.layer_name,
+        images=images,
+        inputs=x,
+        delta=None if raw.delta is None else raw.delta.detach().cpu().double().numpy(),
+        options=dict(algo.options),
+    )
+
+
+def _warn_if_not_converged(algo: Method, delta: torch.Tensor, gap: torch.Tensor) -> None:
+    """Integrated Gradients: warn when the completeness error exceeds 1 % of f(x) − f(x')."""
+    relative = delta.abs() / gap.abs().clamp(min=1e-12)
+    bad = ((relative > 0.01) & (gap.abs() > 1e-6)).nonzero().flatten().tolist()
+    if bad:
+        worst = float(relative[bad].max())
+        warnings.warn(f"{algo.name}: the attributions miss completeness by up to {worst:.1%} of f(x) - f(baseline) "
+                      f"for sample(s) {bad}; raise steps (now {algo.options.get('steps')}) or try another rule",
+                      stacklevel=user_stacklevel())  # fmt: skip

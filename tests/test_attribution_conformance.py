@@ -1,0 +1,195 @@
+"""Conformance suite every registered attribution method must pass, for a PyTorch and a Keras model.
+
+Shapes and ranges of the result; after success *and* after a forced error: no hooks or function modes
+left, train/eval modes, weights and ``requires_grad`` flags restored, Keras activations restored, and
+the caller's input tensor unmodified.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import convscope as cs
+import convscope.attribution as attribution
+from convscope.attribution.base import Grid
+from convscope.errors import ConvscopeError
+
+pytestmark = pytest.mark.filterwarnings("ignore:the .* map is all zero", "ignore:.*raise steps")
+
+# Small settings so the whole registry runs in seconds; methods not listed run with their defaults.
+FAST: dict[str, dict[str, Any]] = {
+    "smoothgrad": {"samples": 3},
+    "smoothgrad_sq": {"samples": 3},
+    "vargrad": {"samples": 3},
+    "integrated_gradients": {"steps": 4},
+    "occlusion": {"window": 4},
+}
+LAYERS = {"torch": "2", "keras": "conv_1"}
+
+
+def torch_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(6 * 4 * 4, 3), nn.Softmax(dim=1),
+    )  # fmt: skip
+    model.train()  # arrives in train mode: attribution must run in eval and restore train
+    model[0].bias.requires_grad_(False)  # a frozen parameter must stay frozen
+    return model
+
+
+def keras_model() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_0"),
+        layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_1"),
+        layers.MaxPooling2D(2, name="pool"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(3, activation="softmax", name="predictions"),
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["torch", "keras"])
+def setup(request: pytest.FixtureRequest) -> tuple[str, cs.Scope, torch.Tensor]:
+    if request.param == "torch":
+        model = torch_model()
+        x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    else:
+        model = keras_model()
+        x = torch.rand(2, 8, 8, 3, generator=torch.Generator().manual_seed(1))
+    return request.param, cs.Scope(model), x
+
+
+def snapshot(scope: cs.Scope) -> dict[str, Any]:
+    model = scope.model
+    modules = list(model.modules())
+    return {
+        "modes": [m.training for m in modules],
+        "params": [(p.detach().clone(), p.requires_grad) for p in model.parameters()],
+        "activations": [getattr(m, "activation", None) for m in modules],
+    }
+
+
+def assert_clean(scope: cs.Scope, before: dict[str, Any]) -> None:
+    after = snapshot(scope)
+    assert after["modes"] == before["modes"]
+    for (p0, flag0), (p1, flag1) in zip(before["params"], after["params"], strict=True):
+        assert flag0 == flag1
+        assert torch.equal(p0, p1)
+    assert all(a is b for a, b in zip(before["activations"], after["activations"], strict=True))
+    for m in scope.model.modules():
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            assert not getattr(m, name, {}), f"{name} left on {type(m).__name__}"
+    assert torch._C._len_torch_function_stack() == 0  # no guided-ReLU mode left active
+
+
+@pytest.mark.parametrize("method", attribution.methods())
+def test_method_conforms(setup: tuple[str, cs.Scope, torch.Tensor], method: str) -> None:
+    framework, scope, x = setup
+    cls = attribution.get_method(method)
+    layer = LAYERS[framework] if cls.uses_layer else None
+    x_copy = x.clone()
+    before = snapshot(scope)
+
+    att = scope.attribute(x, method=method, layer=layer, **FAST.get(method, {}))
+
+    assert torch.equal(x, x_copy)
+    assert_clean(scope, before)
+    n, (h, w) = len(x), ((x.shape[2], x.shape[3]) if framework == "torch" else (x.shape[1], x.shape[2]))
+    assert att.method == method and len(att) == n
+    assert att.maps.shape == (n, h, w) and att.maps.dtype == np.float32
+    assert np.isfinite(att.maps).all() and att.maps.min() >= 0 and att.maps.max() <= 1
+    expected_raw = {Grid.INPUT: tuple(x.shape), Grid.LAYER: (n, h, w), Grid.PIXEL: (n, h, w)}[cls.grid]
+    assert att.raw.shape == expected_raw  # the chosen layers keep the 8x8 grid
+    assert np.isfinite(att.raw).all()
+    assert att.targets is not None and len(att.targets) == n
+    assert att.layer == layer
+    assert att.images.shape == (n, h, w, 3) and att.images.dtype == np.uint8
+    assert att.overlay().size == (w, h)
+
+
+@pytest.mark.parametrize("method", attribution.methods())
+def test_state_restored_after_forced_error(
+    setup: tuple[str, cs.Scope, torch.Tensor], method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    framework, scope, x = setup
+    cls = attribution.get_method(method)
+    layer = LAYERS[framework] if cls.uses_layer else None
+    before = snapshot(scope)
+    real_forward = scope.adapter.forward
+
+    def forward_then_fail(inputs: torch.Tensor) -> Any:
+        real_forward(inputs)  # hooks, frozen parameters and guided ReLUs are all live here
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(scope.adapter, "forward", forward_then_fail)
+    with pytest.raises(ConvscopeError, match="boom"):
+        scope.attribute(x, method=method, layer=layer, **FAST.get(method, {}))
+    monkeypatch.undo()
+    assert_clean(scope, before)
+
+    if cls.uses_target:  # an error raised after the forward pass, from the target callable
+
+        def bad_target(out: torch.Tensor) -> torch.Tensor:
+            raise ValueError("bad target")
+
+        with pytest.raises(ValueError, match="bad target"):
+            scope.attribute(x, method=method, layer=layer, target=bad_target, **FAST.get(method, {}))
+        assert_clean(scope, before)
+
+
+def test_registry_lists_every_method_once() -> None:
+    names = attribution.methods()
+    expected = {"saliency", "gradient_x_input", "smoothgrad", "smoothgrad_sq", "vargrad", "integrated_gradients",
+                "guided_backprop", "deconvnet", "gradcam", "guided_gradcam", "gradcam++", "hirescam", "xgradcam",
+                "layercam", "scorecam", "eigencam", "occlusion"}  # fmt: skip
+    assert expected <= set(names) and len(names) == len(set(names))
+    for name in names:
+        assert attribution.get_method(name).name == name
+
+
+def test_a_new_method_is_one_small_class_and_instances_work() -> None:
+    from convscope.attribution import base
+    from convscope.attribution.cam import CAM, GradCAMPlusPlus
+
+    class MaxGradCAM(CAM):
+        """Grad-CAM with max-pooled gradients."""
+
+        name = "test_maxgradcam"
+
+        def weights(self, p: Any, job: Any) -> torch.Tensor:
+            return p.grad.amax(dim=(2, 3), keepdim=True)
+
+    try:
+        assert "test_maxgradcam" in attribution.methods()
+        scope = cs.Scope(torch_model())
+        x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+        att = scope.attribute(x, method="test_maxgradcam", layer="2", relu=False)
+        assert att.raw.shape == (2, 8, 8) and att.options == {"relu": False}
+    finally:
+        base._REGISTRY.pop("test_maxgradcam")
+    by_name = scope.attribute(x, method="gradcam++", layer="2", alpha_norm=True).raw
+    by_instance = scope.attribute(x, method=GradCAMPlusPlus(alpha_norm=True), layer="2").raw
+    np.testing.assert_array_equal(by_name, by_instance)
+    with pytest.raises(cs.OptionError, match="not both"):
+        scope.attribute(x, method=GradCAMPlusPlus(), relu=False)
+
+
+def test_warnings_point_at_the_callers_line() -> None:
+    scope = cs.Scope(torch_model())
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.warns(UserWarning, match="class-agnostic") as record:
+        scope.attribute(x, method="eigencam", target=1)
+    assert record[0].filename == __file__
