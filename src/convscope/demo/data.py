@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,8 +74,14 @@ def load_digits_28(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
         >>> float(split.x_train.max()) <= 1.0, sorted(set(split.y_test.tolist())) == list(range(10))
         (True, True)
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float) or not 0 < test_fraction < 1:
-        raise OptionError(f"test_fraction={test_fraction!r} is not allowed; pass a float strictly between 0 and 1")
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, numbers.Real)
+        or not 0 < test_fraction < 1
+    ):
+        raise OptionError(
+            f"test_fraction={test_fraction!r} is not allowed; pass a float strictly between 0 and 1"
+        )
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -85,7 +92,7 @@ def load_digits_28(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
     np.clip(x, 0.0, 1.0, out=x)
     y = np.asarray(raw.target, dtype=np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
+        x, y, test_size=float(test_fraction), random_state=seed, stratify=y
     )
     return DigitsSplit(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 

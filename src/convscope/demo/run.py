@@ -130,8 +130,12 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
             figures.append(Figure(file, f"{fw} · {method}: 8 test digits, target = predicted class {list(att.targets)}"))
     vgg, photo = state["vgg_scope"], state["photo"]
     steps = 4 if state["quick"] else 16
-    for method, options in (("gradcam", {"layer": "block5_conv3"}), ("integrated_gradients", {"steps": steps})):
-        att = vgg.attribute(photo, method=method, **options)
+    vgg_runs: list[tuple[str, dict[str, Any]]] = [
+        ("gradcam", {"layer": "block5_conv3"}),
+        ("integrated_gradients", {"steps": steps}),
+    ]
+    for method, vgg_options in vgg_runs:
+        att = vgg.attribute(photo, method=method, **vgg_options)
         file = _save(att.overlay(alpha=0.5), out / f"attr_vgg16_{method}.png")
         figures.append(Figure(file, f"VGG16 (random init) · {method} for class {int(att.targets[0])}"))
     return Section(
