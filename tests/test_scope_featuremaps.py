@@ -105,3 +105,20 @@ def test_filters_of_non_conv_layer_raise_option_error(torch_net: Any, keras_seq:
         assert f"'{layer}'" in msg and "conv layers: 'stem', 'layer1.0.conv1', 'layer1.0.conv2'" in msg
     with pytest.raises(cs.OptionError, match=r"'dense' \(Dense\).*conv layers: 'input_layer', 'conv_1'"):
         cs.Scope(keras_seq).filters("dense")
+
+
+def test_figure_and_notebook_png_show_the_same_grid(wide_torch: nn.Module) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fm = cs.Scope(wide_torch).activations(X_NCHW, layers=0)
+    name = next(iter(fm))
+    maps = fm[name]
+    fig = maps.figure()
+    assert fig.axes and fig._suptitle is not None and name in fig._suptitle.get_text()
+    png = Image.open(io.BytesIO(maps._repr_png_()))
+    assert np.array_equal(np.asarray(png), np.asarray(maps.grid()))
+    with pytest.raises(cs.OptionError, match="out of range"):
+        maps.grid(index=3)
