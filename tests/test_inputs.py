@@ -274,3 +274,12 @@ def test_bad_inputs_raise_input_error(bad: object, words: str) -> None:
 def test_device_argument_places_result() -> None:
     out = prepare(_rgb(2, 2), NCHW3, device="cpu")
     assert out.device == torch.device("cpu")
+
+
+def test_uint8_stack_of_gray_images_is_a_batch_for_one_channel_models() -> None:
+    rng = np.random.default_rng(1)
+    for n in (3, 5):  # 3 must not be mistaken for one RGB image in CHW order
+        stack = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+        x = prepare(stack, InputSpec("NCHW", channels=1, size=(8, 8)))
+        assert x.shape == (n, 1, 8, 8)
+        assert torch.allclose(x[:, 0], torch.from_numpy(stack).float() / 255, atol=1e-7, rtol=0)

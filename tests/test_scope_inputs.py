@@ -113,3 +113,16 @@ def test_wrong_shape_raises_input_error_naming_expected(
     with pytest.raises(cs.InputError, match="does not exist"):
         scope.activations("no/such/file.png", layers="0")
     assert issubclass(cs.InputError, cs.ConvscopeError)
+
+
+def test_fully_convolutional_model_takes_any_size_and_failures_do_not_stick() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    scope = cs.Scope(net)
+    for size in (16, 9, 32):  # each size is used as given, whatever came before
+        x = torch.rand(1, 3, size, size)
+        assert torch.equal(scope.activations(x, layers="0")["0"].tensor, net[0](x))
+    assert "(None, 4, 30, 30)" in str(scope.summary())  # the last input serves as summary example
+    strict = cs.Scope(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)))
+    with pytest.raises(cs.ModelError):
+        strict.activations(torch.rand(1, 3, 10, 10))
+    assert strict.activations(torch.rand(1, 3, 8, 8), layers="0")["0"].shape == (1, 4, 6, 6)

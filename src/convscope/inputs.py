@@ -165,7 +165,7 @@ def _collect_one(item: object, spec: InputSpec, where: str) -> Sequence[np.ndarr
         return [_pil_to_array(item, where)]
     if isinstance(item, torch.Tensor):
         if item.dtype == torch.uint8:
-            return _uint8_images(item.detach().cpu().numpy(), where)
+            return _uint8_images(item.detach().cpu().numpy(), where, spec.channels)
         if item.is_floating_point():
             return [_model_batch(item.detach().to(dtype=spec.dtype, copy=True), spec, where, "tensor")]
         raise InputError(
@@ -173,7 +173,7 @@ def _collect_one(item: object, spec: InputSpec, where: str) -> Sequence[np.ndarr
         )
     if isinstance(item, np.ndarray):
         if item.dtype == np.uint8:
-            return _uint8_images(item, where)
+            return _uint8_images(item, where, spec.channels)
         if np.issubdtype(item.dtype, np.floating):
             return [_model_batch(_numpy_to_tensor(item, spec.dtype), spec, where, "array")]
         raise InputError(
@@ -239,12 +239,18 @@ def _layout_message(
     )
 
 
-def _uint8_images(array: np.ndarray, where: str) -> list[np.ndarray]:
-    """Split a uint8 array into HWC images (views; nothing is written)."""
+def _uint8_images(array: np.ndarray, where: str, channels: int | None = None) -> list[np.ndarray]:
+    """Split a uint8 array into HWC images (views; nothing is written).
+
+    For a 1-channel model a 3-D ``(N, H, W)`` array whose last axis is not a channel count is a batch
+    of gray images (so three digits are never read as one RGB picture).
+    """
     if 0 in array.shape:
         raise InputError(f"{where} is an empty uint8 array of shape {array.shape}; pass at least one image")
     if array.ndim == 2:
         return [array[:, :, None]]
+    if array.ndim == 3 and channels == 1 and array.shape[-1] not in (1, 3, 4):
+        return [a[:, :, None] for a in array]
     if array.ndim == 3:
         if array.shape[-1] in (1, 3, 4):
             return [array]

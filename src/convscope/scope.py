@@ -92,9 +92,9 @@ class Scope:
     def input_spec(self) -> Any:
         from convscope.inputs import InputSpec
 
+        # Only declared shapes constrain inputs: the last input's shape never does (fully convolutional
+        # models take any size), it only serves summary() as an example.
         shape: tuple[int | None, ...] | None = self.adapter.input_shape or self.adapter.model_input_shape()
-        if (shape is None or None in shape) and self._last_shape is not None:
-            shape = self._last_shape
         channels: int | None = None
         size: tuple[int, int] | None = None
         if shape is not None and len(shape) == 3:
@@ -115,9 +115,7 @@ class Scope:
         """Turn paths, PIL images, arrays or tensors into one model-input batch (see ``convscope.inputs``)."""
         from convscope.inputs import prepare
 
-        x = prepare(inputs, self.input_spec(), device=self.adapter.device)
-        self._last_shape = tuple(x.shape[1:])
-        return x
+        return prepare(inputs, self.input_spec(), device=self.adapter.device)
 
     def example_input(self) -> torch.Tensor:
         """A zero batch of one sample, for passes that only need shapes."""
@@ -177,6 +175,7 @@ class Scope:
         x = inputs if prepared and isinstance(inputs, torch.Tensor) else self.prepare(inputs)
         with Capture(self.adapter, self.targets(layers), **capture_options) as cap:
             output = cap.run(x)
+        self._last_shape = tuple(x.shape[1:])
         return cap.recording, output
 
     def activations(self, inputs: Any, layers: Any = None, *, grad: bool = False) -> Activations:
@@ -206,6 +205,7 @@ class Scope:
         x = self.prepare(inputs)
         with Capture(self.adapter, targets, grad=grad, **options) as cap:
             output = cap.run(x)
+        self._last_shape = tuple(x.shape[1:])  # after a pass that worked: an example for summary()
         by_key = {t.key: t for t in targets}
         maps: dict[str, FeatureMaps] = {}
         for key in cap.recording.order:
