@@ -142,7 +142,7 @@ class Capture:
         self.keep = keep
         self.shapes_only = shapes_only
         self.logits = logits
-        self._undo: list[Any] = []
+        self._logits: Any = None
         self.recording = Recording()
         self._handles: list[Any] = []
         self._modes: list[tuple[torch.nn.Module, bool]] = []
@@ -177,9 +177,10 @@ class Capture:
                 if parent is not None:
                     self._handles.append(parent.register_forward_pre_hook(self._input_hook(t, parent)))
             if self.logits:
-                from convscope.softmax import strip_softmax
+                from convscope.softmax import LogitsReader
 
-                self._undo = strip_softmax(self.adapter)
+                self._logits = LogitsReader(self.adapter)
+                self._logits.install()
         except BaseException:
             self._restore()
             raise
@@ -192,9 +193,9 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for undo in reversed(self._undo):
-            undo()
-        self._undo.clear()
+        if self._logits is not None:
+            self._logits.remove()
+            self._logits = None
         for module, mode in self._modes:
             module.train(mode)
         for p, flag in self._requires_grad:
@@ -278,7 +279,8 @@ class Capture:
                 self._record(t, x)
         try:
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-                return self.adapter.forward(x)
+                output = self.adapter.forward(x)
+            return self._logits.logits(output) if self._logits is not None else output
         except _StopForward:
             return None
         except Exception as exc:  # the user's model raised: name the layers that did run

@@ -1,12 +1,15 @@
-"""Find the softmax that ends a model, so scores can be read as pre-softmax logits.
+"""Read a model that ends in softmax as pre-softmax logits.
 
 Class scores (optimised by ``objectives.logit`` and explained by attribution methods) must be logits:
-softmax outputs saturate and couple the classes. Models that end in softmax are handled by
-:class:`convscope.capture.Capture` with ``logits=True``:
+softmax outputs saturate and couple the classes. :class:`convscope.capture.Capture` with
+``logits=True`` uses :class:`LogitsReader`:
 
-* Keras: an output layer whose ``activation`` is softmax (``Dense(..., activation="softmax")`` or
+* Keras: an output layer whose ``activation`` is softmax (``Dense(..., activation="softmax")``,
   ``Activation("softmax")``) has its activation swapped for the identity during the pass.
-* PyTorch: a final ``nn.Softmax``/``nn.LogSoftmax`` module (the last leaf module) passes its input through.
+* Both frameworks: every ``nn.Softmax``/``nn.LogSoftmax`` module and Keras ``Softmax`` layer records
+  its input; when the model's output *is* one of their outputs, the recorded input (the logits, still
+  on the autograd graph) is returned instead. A softmax used inside the model (attention, gating) is
+  therefore never touched.
 
 A softmax applied functionally inside ``forward`` (``F.softmax``) cannot be seen and is not removed.
 """
@@ -20,10 +23,11 @@ import torch
 from convscope.adapters.base import ModelAdapter
 
 _SOFTMAX_NAMES = {"softmax", "log_softmax"}
+_SOFTMAX_TYPES = {"Softmax", "LogSoftmax"}
 
 
 def keras_softmax_layers(adapter: ModelAdapter) -> list[Any]:
-    """Output layers of a Keras model whose activation is a softmax."""
+    """Output layers of a Keras model whose ``activation`` attribute is a softmax."""
     model = adapter.model
     try:
         outputs = [t._keras_history[0] for t in model.outputs]  # functional and Sequential models
@@ -32,36 +36,49 @@ def keras_softmax_layers(adapter: ModelAdapter) -> list[Any]:
     return [layer for layer in outputs if getattr(getattr(layer, "activation", None), "__name__", "") in _SOFTMAX_NAMES]
 
 
-def torch_softmax_modules(adapter: ModelAdapter) -> list[torch.nn.Module]:
-    """The model's last leaf module when it is ``nn.Softmax`` or ``nn.LogSoftmax``."""
-    leaves = [h.module for h in adapter.handles if h.is_leaf]
-    if leaves and isinstance(leaves[-1], torch.nn.Softmax | torch.nn.LogSoftmax):
-        return [leaves[-1]]
-    return []
+def softmax_modules(adapter: ModelAdapter) -> list[torch.nn.Module]:
+    """Every softmax module or layer of the model (``nn.Softmax``, ``nn.LogSoftmax``, Keras ``Softmax``)."""
+    found: dict[int, torch.nn.Module] = {}
+    for h in adapter.handles:
+        if h.is_leaf and (isinstance(h.module, torch.nn.Softmax | torch.nn.LogSoftmax) or h.type_name in _SOFTMAX_TYPES):
+            found.setdefault(id(h.module), h.module)
+    return list(found.values())
 
 
-def _passthrough(module: torch.nn.Module, args: Any, output: Any) -> Any:
-    return args[0]
+class LogitsReader:
+    """Installs the swaps and recording hooks; :meth:`logits` maps the model output to logits."""
 
+    def __init__(self, adapter: ModelAdapter) -> None:
+        self.adapter = adapter
+        self.undo: list[Any] = []
+        self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-def strip_softmax(adapter: ModelAdapter) -> list[Any]:
-    """Make the model return logits; returns undo actions (call each to restore)."""
-    undo: list[Any] = []
-    if adapter.framework == "keras":
-        import keras
+    def install(self) -> None:
+        if self.adapter.framework == "keras":
+            import keras
 
-        for layer in keras_softmax_layers(adapter):
-            original = layer.activation
-            layer.activation = keras.activations.linear
-            undo.append(lambda layer=layer, original=original: setattr(layer, "activation", original))
-    else:
-        for module in torch_softmax_modules(adapter):
-            undo.append(module.register_forward_hook(_passthrough).remove)
-    return undo
+            for layer in keras_softmax_layers(self.adapter):
+                original = layer.activation
+                layer.activation = keras.activations.linear
+                self.undo.append(lambda layer=layer, original=original: setattr(layer, "activation", original))
+        for module in softmax_modules(self.adapter):
+            self.undo.append(module.register_forward_hook(self._record).remove)
 
+    def _record(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+            self._seen[id(output)] = (output, args[0])
+        return None  # Keras layers must see None returned
 
-def ends_in_softmax(adapter: ModelAdapter) -> bool:
-    """Whether ``strip_softmax`` would change this model's output."""
-    if adapter.framework == "keras":
-        return bool(keras_softmax_layers(adapter))
-    return bool(torch_softmax_modules(adapter))
+    def logits(self, output: Any) -> Any:
+        """``output`` itself, or the softmax input when ``output`` is a softmax's output."""
+        if isinstance(output, torch.Tensor):
+            hit = self._seen.get(id(output))
+            if hit is not None and hit[0] is output:
+                return hit[1]
+        return output
+
+    def remove(self) -> None:
+        for undo in reversed(self.undo):
+            undo()
+        self.undo.clear()
+        self._seen.clear()
