@@ -95,14 +95,25 @@ def test_torch_export_file_captures_activations(tmp_path: Path, digit_png: Path)
     assert torch.allclose(acts["conv_0"].tensor, model.conv_0(x), atol=1e-6)
 
 
-def test_torchscript_file_summarises_and_refuses_hooks_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_torchscript_file_summarises_and_refuses_hooks_clearly(
+    tmp_path: Path, digit_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = torch_digits_model(seed=0)
     path = tmp_path / "digits.ts"
     torch.jit.script(model).save(str(path))
     assert main(["summary", str(path)]) == 0
     assert f"Total params: {sum(p.numel() for p in model.parameters()):,}" in capsys.readouterr().out
-    rc = main(["maps", str(path), "x.png", "--layer", "conv_0", "--input-shape", "1,28,28", "-o", str(tmp_path / "m.png")])
-    assert rc == 2
+    argv = ["maps", str(path), str(digit_png), "--layer", "conv_0", "--input-shape", "1,28,28", "-o", str(tmp_path / "m.png")]
+    assert main(argv) == 2
+    assert "TorchScript module, which cannot take hooks" in capsys.readouterr().err
+
+
+def test_maps_with_a_glob_writes_one_file_per_layer(tmp_path: Path, digit_png: Path, keras_file: Path) -> None:
+    out = tmp_path / "maps.png"
+    assert main(["maps", str(keras_file), str(digit_png), "--layer", "conv_*", "-o", str(out)]) == 0
+    assert Image.open(tmp_path / "maps_conv_0.png").size == (8 * 52 + 7, 4 * 52 + 3)
+    assert Image.open(tmp_path / "maps_conv_1.png").size == (8 * 48 + 7, 8 * 48 + 7)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,19 @@ def test_figure_and_notebook_png_show_the_same_grid(wide_torch: nn.Module) -> No
     assert np.array_equal(np.asarray(png), np.asarray(maps.grid()))
     with pytest.raises(cs.OptionError, match="out of range"):
         maps.grid(index=3)
+
+
+def test_depthwise_kernels_are_one_single_channel_kernel_per_output(keras: Any) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")])
+    kernel = model.get_layer("dw").kernel.numpy()  # (3, 3, 4, 2)
+    got = cs.Scope(model).filters("dw").weights
+    assert got.shape == (8, 1, 3, 3)
+    # Keras output channel c * mult + m comes from input channel c with multiplier m
+    assert np.array_equal(got[2 * 2 + 1, 0], kernel[:, :, 2, 1])
+
+
+def test_single_input_channel_filters_tile_near_square(torch_net: Any) -> None:
+    conv = nn.Conv2d(1, 32, 3)
+    img = cs.Scope(nn.Sequential(conv)).filters("0").grid(scale=1, padding=1)
+    assert img.size == (8 * 3 + 7, 4 * 3 + 3)  # 4 x 8 kernels, not one column of 32

@@ -126,3 +126,12 @@ def test_fully_convolutional_model_takes_any_size_and_failures_do_not_stick() ->
     with pytest.raises(cs.ModelError):
         strict.activations(torch.rand(1, 3, 10, 10))
     assert strict.activations(torch.rand(1, 3, 8, 8), layers="0")["0"].shape == (1, 4, 6, 6)
+
+
+def test_input_shape_in_the_wrong_layout_is_refused_with_a_hint(keras: Any) -> None:
+    with pytest.raises(cs.OptionError, match=r"takes \(3, \?, \?\).*\(C, H, W\)"):
+        cs.Scope(nn.Sequential(nn.Conv2d(3, 4, 3)), input_shape=(224, 224, 3))
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(cs.OptionError, match=r"takes \(28, 28, 1\).*\(H, W, C\)"):
+        cs.Scope(model, input_shape=(1, 28, 28))
+    assert cs.Scope(model, input_shape=(28, 28, 1)).summary().total_params == model.count_params()

@@ -67,14 +67,17 @@ def run_summary(scope: Any, args: argparse.Namespace) -> int:
 
 
 def run_maps(scope: Any, args: argparse.Namespace) -> int:
-    acts = scope.activations(args.image, layers=args.layer)
-    fm = next(iter(acts.values()))
+    acts = scope.activations(args.image, layers=args.layer)  # one pass, however many layers match
     opts: dict[str, Any] = {"cols": args.cols, "normalize": args.normalize, "labels": args.labels}
     if args.cmap:
         opts["cmap"] = args.cmap
     out = _out_path(args)
-    fm.save(out, **opts)
-    print(f"{fm.name}: {fm.num_channels} maps of {fm.shape[1:]} -> {out}")
+    for name, fm in acts.items():
+        # several layers (a glob or type): one file each, named after the layer
+        path = out if len(acts) == 1 else out.with_name(f"{out.stem}_{name.replace('/', '_')}{out.suffix}")
+        fm.save(path, **opts)
+        h, w = fm.channels_first().shape[-2:]
+        print(f"{name}: {fm.num_channels} maps of {h}x{w} -> {path}")
     return 0
 
 

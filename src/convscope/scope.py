@@ -55,9 +55,23 @@ class Scope:
             )
         self.model = model
         self.adapter = adapt(model, input_shape=tuple(input_shape) if input_shape is not None else None)
+        self._check_input_shape()
         self.index = LayerIndex(self.adapter.handles)
         self.scale, self.mean, self.std = scale, mean, std
         self._last_shape: tuple[int, ...] | None = None
+
+    def _check_input_shape(self) -> None:
+        given, declared = self.adapter.input_shape, self.adapter.model_input_shape()
+        if given is None or declared is None or len(declared) != len(given):
+            return
+        if all(d is None or d == g for d, g in zip(declared, given, strict=True)):
+            return
+        shown = "(" + ", ".join("?" if d is None else str(d) for d in declared) + ")"
+        layout = "(C, H, W)" if self.layout is Layout.NCHW else "(H, W, C)"
+        raise OptionError(
+            f"input_shape={given!r} does not fit this {self.framework} model, which takes {shown}; "
+            f"give one sample as {layout} in the model's own layout"
+        )
 
     # -- model facts -------------------------------------------------------------------------
     @property

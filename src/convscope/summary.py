@@ -25,11 +25,9 @@ class SummaryRow:
     output_shape: Shape | list[Any] | None
     params: int
     trainable_params: int
-
-    @property
-    def trainable(self) -> bool:
-        """True when every parameter of the row is trainable (also for rows without parameters)."""
-        return self.trainable_params == self.params
+    trainable: bool = True
+    """Keras: the layer's ``trainable`` flag (as ``model.summary(show_trainable=True)``); PyTorch: every
+    parameter of the row requires grad (also true for rows without parameters)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,8 @@ def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[Lay
                  if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         n = sum(p.numel() for p in fresh)
-        return SummaryRow(display(h), h.type_name, _unbatch(shape), n, sum(p.numel() for p in fresh if p.requires_grad))
+        t = sum(p.numel() for p in fresh if p.requires_grad)
+        return SummaryRow(display(h), h.type_name, _unbatch(shape), n, t, t == n)
 
     called: set[str] = set()
     for key, call in cap.recording.events:
@@ -163,6 +162,6 @@ def keras_summary(adapter: ModelAdapter, x: torch.Tensor | None, display: Callab
     rows = []
     for h in top:
         n, t = adapter.param_counts(h)
-        rows.append(SummaryRow(display(h), h.type_name, shapes.get(h.name), n, t))
+        rows.append(SummaryRow(display(h), h.type_name, shapes.get(h.name), n, t, bool(h.module.trainable)))
     total, trainable = adapter.total_params()
     return ModelSummary(str(adapter.model.name), "keras", tuple(rows), total, trainable)

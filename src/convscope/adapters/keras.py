@@ -70,7 +70,12 @@ class KerasAdapter(ModelAdapter):
             kernel = getattr(layer, "kernel", None)
         if kernel is not None:
             k = np.asarray(kernel.numpy(), dtype=np.float32)
-            if k.ndim == 4:  # Conv2D: (kh, kw, in, out) -> (out, in, kh, kw)
+            depthwise = getattr(layer, "depthwise_kernel", None) is not None or "Depthwise" in type(layer).__name__
+            if k.ndim == 4 and depthwise:
+                # depthwise (kh, kw, in, mult) -> one single-channel kernel per output: (in*mult, 1, kh, kw)
+                kh, kw, cin, mult = k.shape
+                k = k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None]
+            elif k.ndim == 4:  # Conv2D: (kh, kw, in, out) -> (out, in, kh, kw)
                 k = k.transpose(3, 2, 0, 1)
             elif k.ndim == 2:  # Dense: (in, out) -> (out, in)
                 k = k.T

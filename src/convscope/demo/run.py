@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,9 +136,12 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
         ("integrated_gradients", {"steps": steps}),
     ]
     for method, vgg_options in vgg_runs:
-        att = vgg.attribute(photo, method=method, **vgg_options)
+        with warnings.catch_warnings(record=True) as caught:  # random weights: dead maps are expected
+            warnings.simplefilter("always")
+            att = vgg.attribute(photo, method=method, **vgg_options)
+        note = "".join(f" — note: {w.message}" for w in caught[:1])
         file = _save(att.overlay(alpha=0.5), out / f"attr_vgg16_{method}.png")
-        figures.append(Figure(file, f"VGG16 (random init) · {method} for class {int(att.targets[0])}"))
+        figures.append(Figure(file, f"VGG16 (random init) · {method} for class {int(att.targets[0])}{note}"))
     return Section(
         "Attribution",
         "Which pixels drive the decision: Grad-CAM on the last conv layer and Integrated Gradients, "

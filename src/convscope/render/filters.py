@@ -41,12 +41,13 @@ class FilterMode(str, Enum):
 
 
 def resolve_mode(mode: str | FilterMode, in_channels: int) -> FilterMode:
-    """``"auto"`` -> ``RGB`` for 3 input channels, ``MEAN`` above 8, else ``CHANNELS``; RGB needs 3."""
+    """``"auto"`` -> ``RGB`` for 3 input channels, ``MEAN`` for 1 (a near-square grid of the kernels
+    themselves) or above 8, else ``CHANNELS``; RGB needs 3."""
     chosen = parse_option("mode", mode, FilterMode)
     if chosen is FilterMode.AUTO:
         if in_channels == 3:
             return FilterMode.RGB
-        return FilterMode.MEAN if in_channels > 8 else FilterMode.CHANNELS
+        return FilterMode.MEAN if in_channels == 1 or in_channels > 8 else FilterMode.CHANNELS
     if chosen is FilterMode.RGB and in_channels != 3:
         raise OptionError(f"mode='rgb' needs weights with 3 input channels; received {in_channels}; "
                           "use mode='channels' or 'mean'")  # fmt: skip
