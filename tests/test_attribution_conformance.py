@@ -2,7 +2,8 @@
 
 Shapes and ranges of the result; after success *and* after a forced error: no hooks or function modes
 left, train/eval modes, weights and ``requires_grad`` flags restored, Keras activations restored, and
-the caller's input tensor unmodified.
+the caller's input tensor unmodified. The state is read from every torch module *and* every (nested)
+Keras layer (``conftest.all_modules``): ``model.modules()`` of a Keras model lists only its containers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 import convscope as cs
 import convscope.attribution as attribution
+from conftest import ModelState, all_modules
 from convscope.attribution.base import Grid
 from convscope.errors import ConvscopeError
 
@@ -72,27 +74,39 @@ def setup(request: pytest.FixtureRequest) -> tuple[str, cs.Scope, torch.Tensor]:
     return request.param, cs.Scope(model), x
 
 
-def snapshot(scope: cs.Scope) -> dict[str, Any]:
-    model = scope.model
-    modules = list(model.modules())
-    return {
-        "modes": [m.training for m in modules],
-        "params": [(p.detach().clone(), p.requires_grad) for p in model.parameters()],
-        "activations": [getattr(m, "activation", None) for m in modules],
-    }
+def snapshot(scope: cs.Scope) -> tuple[ModelState, dict[int, Any]]:
+    """Hooks, modes, ``requires_grad`` and tensors of every module and Keras layer, and their activations."""
+    modules = all_modules(scope.model)
+    return ModelState.of(scope.model), {id(m): getattr(m, "activation", None) for m in modules}
 
 
-def assert_clean(scope: cs.Scope, before: dict[str, Any]) -> None:
-    after = snapshot(scope)
-    assert after["modes"] == before["modes"]
-    for (p0, flag0), (p1, flag1) in zip(before["params"], after["params"], strict=True):
-        assert flag0 == flag1
-        assert torch.equal(p0, p1)
-    assert all(a is b for a, b in zip(before["activations"], after["activations"], strict=True))
-    for m in scope.model.modules():
-        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            assert not getattr(m, name, {}), f"{name} left on {type(m).__name__}"
+def assert_clean(scope: cs.Scope, before: tuple[ModelState, dict[int, Any]]) -> None:
+    state, activations = before
+    state.assert_same(scope.model)
+    now = {id(m): getattr(m, "activation", None) for m in all_modules(scope.model)}
+    assert now.keys() == activations.keys()
+    changed = [k for k, a in activations.items() if now[k] is not a]
+    assert not changed, "an activation was left swapped (Keras softmax -> linear)"
     assert torch._C._len_torch_function_stack() == 0  # no guided-ReLU mode left active
+
+
+def test_clean_check_sees_every_keras_layer() -> None:
+    """The check above must be able to fail for Keras: a hook on a Conv2D, a swapped Dense activation."""
+    import keras
+
+    scope = cs.Scope(keras_model())
+    before = snapshot(scope)
+    conv, dense = scope.model.get_layer("conv_1"), scope.model.get_layer("predictions")
+    assert conv not in list(scope.model.modules())  # why model.modules() alone cannot see them
+    handle = conv.register_forward_hook(lambda *args: None)
+    with pytest.raises(AssertionError, match="hook"):
+        assert_clean(scope, before)
+    handle.remove()
+    original, dense.activation = dense.activation, keras.activations.linear
+    with pytest.raises(AssertionError, match="activation"):
+        assert_clean(scope, before)
+    dense.activation = original
+    assert_clean(scope, before)
 
 
 @pytest.mark.parametrize("method", attribution.methods())
@@ -193,3 +207,33 @@ def test_warnings_point_at_the_callers_line() -> None:
     with pytest.warns(UserWarning, match="class-agnostic") as record:
         scope.attribute(x, method="eigencam", target=1)
     assert record[0].filename == __file__
+
+
+def dead_net() -> nn.Module:
+    """Every ReLU is dead for inputs in [0, 1]: gradients and maps are all zero."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 8 * 8, 2))
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)
+    return net
+
+
+def test_zero_map_warnings_point_at_the_call_of_attribute(tmp_path: Any) -> None:
+    import argparse
+    from pathlib import Path
+
+    import convscope.attribution.cli as cli
+
+    scope, x = cs.Scope(dead_net()), torch.rand(1, 3, 8, 8)
+    with pytest.warns(UserWarning) as record:
+        scope.attribute(x, method="gradcam", layer="0")  # zero layer gradient
+        scope.attribute(x, method="saliency")  # all-zero map
+    assert {Path(w.filename) for w in record} == {Path(__file__)} and len(record) == 2
+    # called from inside convscope (the CLI): the CLI's call of scope.attribute, not the console script
+    args = argparse.Namespace(option=[], image=[x], method="saliency", target=None, layer=None,
+                              output=str(tmp_path / "a.png"), alpha=0.5, cmap="turbo", raw=None)  # fmt: skip
+    with pytest.warns(UserWarning, match="all zero") as record:
+        cli.run_attribute(scope, args)
+    assert Path(record[0].filename) == Path(cli.__file__)
+    line = Path(cli.__file__).read_text().splitlines()[record[0].lineno - 1]
+    assert "scope.attribute(" in line

@@ -3,6 +3,7 @@ trained digit model (the demo twins)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -15,8 +16,8 @@ from torch import nn
 
 import convscope as cs
 from convscope.attribution import metrics
-from convscope.attribution.sanity import rank, spearman
-from convscope.errors import OptionError
+from convscope.attribution.sanity import Verdict, parameter_layers, randomise, rank, spearman
+from convscope.errors import ConvscopeError, OptionError
 
 pytestmark = pytest.mark.filterwarnings("ignore:the .* map is all zero")
 
@@ -65,6 +66,67 @@ def test_metrics_read_inputs_and_targets_from_an_attribution() -> None:
         metrics.insertion(scope, att, steps=0)
 
 
+def test_metrics_score_the_callable_an_attribution_was_made_with() -> None:
+    scope, x, _ = linear_pixels()
+    fn = lambda out: out[:, 1] - out[:, 0]  # noqa: E731  (top-1 is class 0: y_0 = 0.5 > y_1 = 0)
+    att = scope.attribute(x, method="gradient_x_input", target=fn)
+    assert att.targets is None and att.target_fn is fn
+    order = np.argsort(-att.maps.ravel(), kind="stable")
+    want = []
+    for k in range(5):  # steps=4: remove 0..4 of the 4 pixels, highest-ranked first
+        kept = torch.ones(4)
+        kept[torch.as_tensor(order[:k].copy())] = 0
+        with torch.no_grad():
+            want.append(float(fn(scope.model(x * kept.view(1, 1, 2, 2)))[0]))
+    for score in ("probability", "logit"):  # a callable is scored as is
+        np.testing.assert_allclose(metrics.deletion(scope, att, steps=4, score=score).scores[0], want, rtol=1e-6)
+    ins = metrics.insertion(scope, att, steps=4, baseline="zero")
+    np.testing.assert_allclose(ins.scores[0, [0, -1]], [want[-1], want[0]], rtol=1e-6)
+    anonymous = dataclasses.replace(att, target_fn=None)
+    with pytest.raises(ConvscopeError, match="pass target="):
+        metrics.deletion(scope, anonymous)
+    assert metrics.deletion(scope, anonymous, target=fn, steps=4).scores[0, 0] == pytest.approx(want[0])
+
+
+def test_sanity_check_is_inconclusive_when_the_map_is_constant() -> None:
+    """Dead ReLUs: the saliency map is all zero before and after randomisation (Spearman 0 at every step)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2))
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)  # every ReLU is dead for inputs in [0, 1]
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="inconclusive.*dead ReLUs") as record:
+        report = cs.Scope(net).sanity_check(x, method="saliency")
+    assert report.verdict is Verdict.INCONCLUSIVE and report.verdict == "inconclusive"
+    assert report.passed is None and report.constant == (0, 1)
+    assert np.isnan(report.correlations).all()
+    text = str(report)
+    assert "INCONCLUSIVE" in text and "PASS" not in text and "dead ReLUs" in text
+    assert [w.filename for w in record if "inconclusive" in str(w.message)] == [__file__]
+
+
+def test_randomise_keeps_each_tensors_magnitude() -> None:
+    """Each tensor is redrawn zero-mean with its own RMS: BatchNorm gamma ~ 1 keeps magnitude ~ 1, not ~ 0.1."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 256, 3), nn.BatchNorm2d(256), nn.Flatten(), nn.Linear(256, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(1 + 0.1 * torch.randn(256))  # a trained-looking gamma; beta stays all zero
+    scope = cs.Scope(net)
+    before = {k: v.clone().double() for k, v in net.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    for t in parameter_layers(scope, torch.rand(1, 1, 3, 3)):
+        randomise(scope, t, generator)
+    after = {k: v.double() for k, v in net.state_dict().items()}
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias", "3.weight"):
+        rms = float(before[name].square().mean().sqrt()) or 0.01  # all-zero beta: 0.01
+        new = after[name]
+        assert not torch.equal(before[name], new), name
+        assert float(new.square().mean().sqrt()) == pytest.approx(rms, rel=0.15), name
+        assert abs(float(new.mean())) < 0.2 * rms, name  # zero-mean: the learned offset is gone
+        assert float(new.abs().max()) <= 2 * rms / 0.8796 + 1e-6, name  # truncated at ±2σ
+    assert float(after["1.weight"].abs().mean()) > 0.6  # |gamma| stays of order 1 (random signs)
+
+
 # -- the trained digit model -----------------------------------------------------------------------------------
 
 
@@ -88,7 +150,7 @@ def test_gradcam_changes_under_cascading_randomisation(digits: tuple[Any, torch.
     report = scope.sanity_check(x, method="gradcam", layer="conv_1")
     assert report.layers == ("predictions", "dense_0", "conv_1", "conv_0")  # output side first
     assert report.correlations.shape == (4, len(x)) and report.maps.shape == (5, len(x), 28, 28)
-    assert report.passed and np.abs(report.correlations[-1]).mean() < 0.5
+    assert report.passed and report.verdict is Verdict.PASS and np.abs(report.correlations[-1]).mean() < 0.5
     assert "PASS" in str(report) and report.grid().size[1] == 28
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the user's model untouched
     assert not model.training

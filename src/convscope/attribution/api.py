@@ -145,6 +145,7 @@ def finish(scope: Scope, job: Job, algo: Method, raw: Raw) -> Attribution:
         inputs=x,
         delta=None if raw.delta is None else raw.delta.detach().cpu().double().numpy(),
         options=dict(algo.options),
+        target_fn=job.targets.fn,
     )
 
 

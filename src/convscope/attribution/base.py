@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
@@ -73,7 +73,7 @@ _ENTRY_POINTS = frozenset({
 })  # fmt: skip
 
 
-def _in_convscope(frame: Any) -> bool:
+def _in_convscope(frame: FrameType) -> bool:
     name = frame.f_globals.get("__name__", "")
     return bool(name == "convscope" or name.startswith("convscope."))
 
@@ -87,7 +87,8 @@ def user_stacklevel() -> int:
     ``scope.attribute``, not the ``convscope`` console script). Without an entry point on the stack: the
     first frame outside convscope.
     """
-    frame, level, entry = sys._getframe(1), 1, 0
+    frame: FrameType | None = sys._getframe(1)
+    level, entry = 1, 0
     while frame is not None and _in_convscope(frame):
         if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _ENTRY_POINTS:
             entry = level

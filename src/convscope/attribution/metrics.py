@@ -5,8 +5,9 @@ by a baseline (default zeros) in ``steps`` equal increments; a faithful map make
 fast, so *lower* AUC is better. **Insertion** starts from a baseline (default a blurred copy) and puts
 the top-ranked pixels back; the score should rise fast, so *higher* AUC is better. The score is the
 target class probability (softmax over the model's logits, as in the paper) or, with
-``score="logit"``, the logit; a callable target is used as is. AUC is the trapezoid area over the
-removed/inserted fraction in [0, 1]. Ties in the ranking keep pixel order (row-major).
+``score="logit"``, the logit; a callable target (given here, or the one an :class:`Attribution` was
+made with) is used as is. AUC is the trapezoid area over the removed/inserted fraction in [0, 1].
+Ties in the ranking keep pixel order (row-major).
 
 Example::
 
@@ -27,7 +28,7 @@ from convscope.attribution.engine import Job
 from convscope.attribution.integrated import gaussian_blur
 from convscope.attribution.result import Attribution
 from convscope.attribution.targets import TargetLike, TargetSpec
-from convscope.errors import OptionError, check_choice
+from convscope.errors import ConvscopeError, OptionError, check_choice
 
 if TYPE_CHECKING:
     from convscope.scope import Scope
@@ -73,7 +74,8 @@ def deletion(
         scope: the model's :class:`~convscope.Scope`.
         attribution: an :class:`Attribution` (its inputs and targets are reused) or maps ``(N, H, W)``.
         inputs: the inputs the maps explain (required with plain maps; default: the attribution's).
-        target: default: the attribution's targets (top-1 class for plain maps).
+        target: default: the attribution's targets — its class indices, or the callable it was made
+            with (scored as is, ``score`` then does not apply); top-1 class for plain maps.
         steps: increments from 0 to all pixels (default 50).
         baseline: ``"zero"`` (default), ``"blur"``, a number, or an array/tensor like the input batch.
         score: ``"probability"`` (default) or ``"logit"``.
@@ -149,8 +151,14 @@ def _curve(
 def _unpack(scope: Scope, attribution: Any, inputs: Any, target: TargetLike) -> tuple[torch.Tensor, torch.Tensor, Any]:
     if isinstance(attribution, Attribution):
         x = scope.prepare(inputs) if inputs is not None else torch.from_numpy(attribution.inputs)
-        if target is None and attribution.targets is not None:
-            target = list(attribution.targets)
+        if target is None:
+            target = list(attribution.targets) if attribution.targets is not None else attribution.target_fn
+        if target is None:  # no silent switch to the top-1 class
+            raise ConvscopeError(
+                f"this {attribution.method} Attribution records neither class targets nor the callable it "
+                "explained, so its score is unknown; pass target=... (a class index, one per sample, or the "
+                "same callable)"
+            )
         maps = attribution.maps
     else:
         if inputs is None:

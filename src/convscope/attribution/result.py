@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ class Attribution:
         inputs: the model-input batch that was explained (model layout, float32).
         delta: Integrated Gradients' completeness error per sample, ``Σ raw − (f(x) − f(x'))``.
         options: the method options in effect.
+        target_fn: the callable target, when one was given (``targets`` is then ``None``);
+            :func:`convscope.metrics.deletion` and ``insertion`` score with it. Not shown in the repr.
     """
 
     method: str
@@ -50,6 +52,7 @@ class Attribution:
     inputs: np.ndarray
     delta: np.ndarray | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    target_fn: Callable[[Any], Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.maps)

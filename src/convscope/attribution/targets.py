@@ -7,7 +7,8 @@ Example::
 
     TargetSpec(None, n=2)          # top-1 class of each sample, read from the first pass
     TargetSpec(3, n=2)             # class 3 for both samples
-    TargetSpec([3, 7], n=2)        # one class per sample
+    TargetSpec([3, 7], n=2)        # one class per sample (also a 1-d integer array or tensor)
+    TargetSpec(out.argmax(), n=1)  # a 0-d integer tensor or NumPy integer is one class index
     TargetSpec(lambda out: out[:, 3] - out[:, 5], n=2)   # any row-wise scalar
 """
 
@@ -23,8 +24,11 @@ import torch
 from convscope.attribution.base import user_stacklevel
 from convscope.errors import OptionError
 
-TargetLike: TypeAlias = "None | int | Sequence[int] | np.ndarray | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]"
-"""``None`` (top-1 class), a class index, one index per sample, or ``fn(output) -> (batch,) scores``."""
+TargetLike: TypeAlias = (
+    "None | int | np.integer | Sequence[int] | np.ndarray | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]"
+)
+"""``None`` (top-1 class), a class index (``int``, NumPy integer, 0-d integer tensor), one index per sample
+(sequence, 1-d integer array or tensor), or ``fn(output) -> (batch,) scores``."""
 
 
 class TargetSpec:
@@ -82,25 +86,25 @@ class TargetSpec:
 
 
 def _indices(target: Any, n: int) -> torch.Tensor:
-    if isinstance(target, bool):
+    if isinstance(target, bool | np.bool_):
         raise OptionError(f"target={target!r} is not allowed; pass a class index, a list of them, or a callable")
-    if isinstance(target, int | np.integer):
-        values = np.full(n, int(target))
-    else:
-        try:
-            values = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
-        except (TypeError, ValueError):
-            values = np.asarray([None])
-        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
-            raise OptionError(
-                f"target={target!r} is not allowed; pass None (top-1 class), a class index, one index per "
-                "sample, or a callable mapping the model output (batch, ...) to scores (batch,)"
-            )
-        if len(values) != n:
-            raise OptionError(f"target has {len(values)} entries for {n} inputs; give one class per sample")
+    try:
+        values = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
+    except (TypeError, ValueError, RuntimeError):
+        values = np.asarray([None])
+    if values.ndim == 0 and np.issubdtype(values.dtype, np.integer):  # 3, np.int64(3), torch.tensor(3)
+        values = np.full(n, int(values))
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise OptionError(
+            f"target={target!r} is not allowed; pass None (top-1 class), a class index (int, NumPy integer "
+            "or 0-d integer tensor such as out.argmax()), one index per sample (list, 1-d integer array or "
+            "tensor), or a callable mapping the model output (batch, ...) to scores (batch,)"
+        )
+    if len(values) != n:
+        raise OptionError(f"target has {len(values)} entries for {n} inputs; give one class per sample")
     if (values < 0).any():
         raise OptionError(f"target={values.tolist()!r} contains a negative class index")
-    return torch.as_tensor(values, dtype=torch.long)
+    return torch.as_tensor(values.astype(np.int64), dtype=torch.long)
 
 
 def _logits(output: Any) -> torch.Tensor:
