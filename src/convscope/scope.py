@@ -294,9 +294,12 @@ class Scope:
         one by one from the output down; after each step the map is recomputed for the same targets and
         compared with the original by Spearman rank correlation. A method whose maps survive
         randomisation explains the input, not the model. Options: ``threshold=0.5`` (the verdict passes
-        when the mean |ρ| after randomising every layer is below it), ``seed=0``, plus method options.
+        when the mean |ρ| after randomising every layer is below it), ``init_seed=0`` (the random
+        re-initialisation), plus method options.
 
-        Returns a ``SanityReport`` (``.layers``, ``.correlations`` (steps, N), ``.passed``; print it).
+        Returns a ``SanityReport``: ``.layers``, ``.correlations`` (steps, N), ``.verdict`` (pass, fail
+        or inconclusive — the last when an original map is constant, e.g. dead ReLUs or an untrained
+        model) and ``.passed`` (``True``/``False``, ``None`` when inconclusive); print it for a table.
 
         Example::
 
