@@ -20,6 +20,8 @@ def test_demo_writes_every_figure_and_a_self_contained_page(tmp_path: Path, digi
         assert Image.open(out / f"maps_{fw}_conv_0.png").size == (8 * 52 + 7, 4 * 52 + 3)
         assert Image.open(out / f"maps_{fw}_conv_1.png").size == (8 * 48 + 7, 8 * 48 + 7)
         assert (out / f"filters_{fw}_conv_0.png").exists()
+        assert (out / f"maximize_{fw}_classes.png").exists() and (out / f"maximize_{fw}_conv_1.png").exists()
+        assert (out / f"attr_{fw}_gradcam.png").exists()
         summary = (out / f"summary_{fw}.txt").read_text()
         assert "Total params: 1,199,882" in summary  # the seed tutorial's parameter count
     assert Image.open(out / "vgg16_block1_conv1_filters.png").mode == "RGB"  # colour first-layer kernels

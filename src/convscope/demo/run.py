@@ -150,6 +150,28 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
     )
 
 
+def _maximisation(out: Path, state: dict[str, Any]) -> Section:
+    from convscope.optim import objectives
+
+    steps = 32 if state["quick"] else 128
+    figures = []
+    for fw in ("keras", "torch"):
+        scope = state[f"scope_{fw}"]
+        classes = scope.maximize(objectives.logit(range(10)), steps=steps, seed=0)
+        file = classes.save(out / f"maximize_{fw}_classes.png")
+        figures.append(Figure(file, f"{fw} · logit(k): the input each class 0–9 responds to most (default recipe)"))
+        # The centre neuron of each filter shows its 5x5 receptive-field pattern; a whole-channel
+        # objective on this shallow net converges to near-uniform images (the map's mean is linear-ish).
+        filters = scope.maximize([objectives.neuron("conv_1", c) for c in range(16)], steps=steps, seed=0, recipe="plain")
+        file = filters.save(out / f"maximize_{fw}_conv_1.png")
+        figures.append(Figure(file, f"{fw} · conv_1 filters 0–15: input that most excites each filter's centre unit"))
+    return Section(
+        "Activation maximisation",
+        "Inputs synthesised to excite a class logit or one channel (scope.maximize, scope.maximize_layer).",
+        figures=figures,
+    )
+
+
 def _upscale(img: Any, factor: int) -> Any:
     from PIL import Image
 
@@ -168,6 +190,7 @@ STEPS: list[tuple[str, Step]] = [
     ("feature maps", _feature_maps),
     ("filters", _filters),
     ("RGB example", _rgb_example),
+    ("activation maximisation", _maximisation),
     ("attribution", _attributions),
 ]
 
