@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import convscope as cs
 
@@ -321,3 +322,23 @@ def test_requested_layer_that_never_ran_raises() -> None:
 
     with pytest.raises(cs.CaptureError, match="'unused' did not run"):
         cs.Scope(Skip()).activations(torch.zeros(1, 1, 2, 2), layers=["used", "unused"])
+
+
+def test_pre_activation_of_a_fused_keras_activation(keras: Any) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, activation="relu", name="c"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 2)).astype("float32")
+    acts = cs.Scope(model).activations(x, layers=["c", "c:pre"])
+    layer = model.get_layer("c")
+    linear = keras.layers.Conv2D(3, 3, name="lin")
+    linear.build((None, 6, 6, 2))
+    linear.set_weights(layer.get_weights())
+    pre = linear(x).detach().cpu().numpy()
+    assert np.allclose(acts["c:pre"].numpy(), pre, atol=1e-6) and (pre < 0).any()
+    assert np.array_equal(acts["c"].numpy(), np.maximum(acts["c:pre"].numpy(), 0))
+    assert layer.activation.__name__ == "relu" and layer.activation is keras.activations.relu  # restored
+    torch_net = nn.Sequential(nn.Conv2d(2, 3, 3))
+    xt = torch.rand(1, 2, 6, 6)
+    got = cs.Scope(torch_net).activations(xt, layers="0:pre")["0:pre"].tensor
+    assert torch.equal(got, torch_net(xt))  # PyTorch modules have no fused activation: the output itself

@@ -19,14 +19,19 @@ from convscope.errors import CaptureError, ConvscopeError, ModelError
 
 @dataclass(frozen=True)
 class Target:
-    """One layer output to record: a layer and, for tuple outputs, the element index."""
+    """One layer output to record: a layer, for tuple outputs the element index, and ``pre`` to record
+    the input of a Keras layer's fused activation (``Conv2D(..., activation="relu")``) instead of its
+    output. Layers without a fused activation (every PyTorch module) record their output either way.
+    """
 
     handle: LayerHandle
     item: int | None = None
+    pre: bool = False
 
     @property
     def key(self) -> str:
-        return self.handle.name if self.item is None else f"{self.handle.name}[{self.item}]"
+        key = self.handle.name if self.item is None else f"{self.handle.name}[{self.item}]"
+        return key + (":pre" if self.pre else "")
 
 
 @dataclass
@@ -143,6 +148,7 @@ class Capture:
         self.shapes_only = shapes_only
         self.logits = logits
         self._logits: Any = None
+        self._swaps: list[tuple[Any, Any]] = []
         self.recording = Recording()
         self._handles: list[Any] = []
         self._modes: list[tuple[torch.nn.Module, bool]] = []
@@ -161,17 +167,25 @@ class Capture:
             if self.freeze:
                 for p, _ in self._requires_grad:
                     p.requires_grad_(False)
-            by_module: dict[int, list[Target]] = {}
+            by_module: dict[int, tuple[torch.nn.Module, str, list[Target]]] = {}
+            fused: dict[int, list[Target]] = {}
             for t in self.targets:
-                by_module.setdefault(id(t.handle.module), []).append(t)
-            for targets in by_module.values():
-                module = targets[0].handle.module
+                module = t.handle.module
+                entry = by_module.setdefault(id(module), (module, t.handle.name, []))
+                if t.pre and self._fused_activation(module) is not None:
+                    fused.setdefault(id(module), []).append(t)
+                else:
+                    entry[2].append(t)
+            for targets in fused.values():
+                self._wrap_activation(targets)
+            for module, name, targets in by_module.values():
                 if isinstance(module, torch.jit.ScriptModule):
                     raise CaptureError(
-                        f"layer {targets[0].key!r} is a TorchScript module, which cannot take hooks; "
-                        "load the model from a torch.export (.pt2) file or a package.module:factory instead"
+                        f"layer {name!r} is a TorchScript module, which cannot take "
+                        "hooks; load the model from a torch.export (.pt2) file or a package.module:factory instead"
                     )
-                self._handles.append(module.register_forward_hook(self._hook(targets)))
+                # also for fused-only modules: the hook counts the call and stops the pass when done
+                self._handles.append(module.register_forward_hook(self._hook(name, targets)))
             for t in self.targets:  # a nested Keras model's InputLayer holds that sub-model's input
                 parent = self._parent(t.handle) if t.handle.type_name == "InputLayer" else None
                 if parent is not None:
@@ -193,6 +207,9 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for layer, original in reversed(self._swaps):
+            layer.activation = original
+        self._swaps.clear()
         if self._logits is not None:
             self._logits.remove()
             self._logits = None
@@ -203,9 +220,30 @@ class Capture:
                 p.requires_grad_(flag)
 
     # -- recording ---------------------------------------------------------------------------
-    def _hook(self, targets: list[Target]) -> Any:
+    def _fused_activation(self, module: torch.nn.Module) -> Any:
+        """A Keras layer's non-linear ``activation`` attribute, else ``None``."""
+        if self.adapter.framework != "keras":
+            return None
+        act = getattr(module, "activation", None)
+        return act if callable(act) and getattr(act, "__name__", "") != "linear" else None
+
+    def _wrap_activation(self, targets: list[Target]) -> None:
+        """Record what flows into a Keras layer's fused activation (restored in ``_restore``)."""
+        layer: Any = targets[0].handle.module
+        original = layer.activation
+
+        def activation(x: Any, *args: Any, **kwargs: Any) -> Any:
+            for t in targets:
+                self._record(t, x)
+            return original(x, *args, **kwargs)
+
+        activation.__name__ = getattr(original, "__name__", "activation")
+        self._swaps.append((layer, original))
+        layer.activation = activation
+
+    def _hook(self, name: str, targets: list[Target]) -> Any:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            self.ran.append(targets[0].handle.name)
+            self.ran.append(name)
             try:
                 for t in targets:
                     self._record(t, output)

@@ -161,15 +161,19 @@ class Scope:
 
     # -- activations -------------------------------------------------------------------------
     def targets(self, layers: Any) -> list[Target]:
-        """Resolve layer queries, with ``'name[i]'`` selecting element i of a tuple output."""
+        """Resolve layer queries: ``'name[i]'`` selects element i of a tuple output; ``'name:pre'`` the
+        input of a Keras layer's fused activation (pre-ReLU values; the same as ``'name'`` for layers
+        without one, such as every PyTorch module)."""
         queries = layers if isinstance(layers, list | tuple) else [layers]
         out: list[Target] = []
         for q in queries:
-            item = None
+            item, pre = None, False
+            if isinstance(q, str) and q.endswith(":pre") and not self._is_layer(q):
+                q, pre = q[: -len(":pre")], True
             if isinstance(q, str) and (m := _ITEM.match(q)) and not self._is_layer(q):
                 q, item = m.group("name"), int(m.group("item"))
             for h in self.index.find_all(q):
-                t = Target(h, item)
+                t = Target(h, item, pre)
                 if t not in out:
                     out.append(t)
         if not out:
@@ -225,6 +229,7 @@ class Scope:
         for key in cap.recording.order:
             t = by_key[key]
             label = self.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
+            label += ":pre" if t.pre else ""
             for call, tensor in enumerate(cap.recording.values[key]):
                 name = label if call == 0 else f"{label}@{call}"
                 maps[name] = FeatureMaps(name, tensor, self.layout)
