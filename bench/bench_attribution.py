@@ -116,16 +116,18 @@ def main() -> None:
 
     k = args.channels
     one = timed(lambda: scorecam_passes(scope, x1, k, 1), max(1, r - 1))
-    batched = timed(lambda: scorecam_passes(scope, x1, k, 32), max(1, r - 1))
-    print(f"Score-CAM masked passes, {k} channels   : {one:6.2f} s one per channel, {batched:6.2f} s batched (32)"
-          f"  -> {one / batched:.2f}x speed-up; full layer (512 ch) ~ {batched * 512 / k:.0f} s")
+    for size in (8, 32):
+        batched = timed(lambda size=size: scorecam_passes(scope, x1, k, size), max(1, r - 1))
+        print(f"Score-CAM masked passes, {k} channels: {one:6.2f} s one per channel, {batched:6.2f} s in batches "
+              f"of {size:2d} -> {one / batched:.2f}x speed-up; full layer (512 ch) ~ {batched * 512 / k:.0f} s")
 
     s = args.steps
     ig1 = timed(lambda: scope.attribute(x1, method="integrated_gradients", target=1, steps=s, batch_size=1), 1)
-    igb = timed(lambda: scope.attribute(x1, method="integrated_gradients", target=1, steps=s, batch_size=s), 1)
-    print(f"Integrated Gradients, {s} steps        : {ig1:6.2f} s one step per pass, {igb:6.2f} s batched"
-          f"  -> {ig1 / igb:.2f}x speed-up")
-
+    for size in (8, s):
+        igb = timed(lambda size=size: scope.attribute(x1, method="integrated_gradients", target=1, steps=s,
+                                                       batch_size=size), 1)  # fmt: skip
+        print(f"Integrated Gradients, {s} steps: {ig1:6.2f} s one step per pass, {igb:6.2f} s in batches of "
+              f"{size:2d} -> {ig1 / igb:.2f}x speed-up")
 
 if __name__ == "__main__":
     main()

@@ -84,13 +84,13 @@ class SmoothGrad(Method):
     ``gradient_x_input``, ``guided_backprop``, ``deconvnet``, ``integrated_gradients``);
     ``samples=50`` (the paper's n); ``noise=0.15`` (σ as a fraction of each sample's value range, the
     paper recommends 0.1–0.2); ``seed=0`` — every sample gets the same ``samples`` noise draws (scaled
-    by its own σ), so results do not depend on batch-mates; ``batch_size=32`` noisy copies per pass;
+    by its own σ), so results do not depend on batch-mates; ``batch_size=8`` noisy copies per pass;
     ``reduce=None`` — the base method's default; ``base_options={}`` — options for the base method.
     Override :meth:`aggregate` for another statistic.
     """
 
     name = "smoothgrad"
-    defaults = {"base": "saliency", "samples": 50, "noise": 0.15, "seed": 0, "batch_size": 32,
+    defaults = {"base": "saliency", "samples": 50, "noise": 0.15, "seed": 0, "batch_size": 8,
                 "reduce": None, "base_options": {}}  # fmt: skip
 
     def reduce(self) -> Reduce:

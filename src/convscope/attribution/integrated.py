@@ -78,11 +78,11 @@ class IntegratedGradients(GradientMethod):
 
     Options (defaults): ``steps=50``; ``rule="gausslegendre"`` (see :class:`Rule`); ``baseline="zero"``
     (``"blur"``, a number, or an array/tensor); ``sigma=None`` (blur width in pixels, default
-    ``max(H, W) / 16``); ``batch_size=32`` path points per pass; ``reduce="abs_sum"``.
+    ``max(H, W) / 16``); ``batch_size=8`` path points per pass; ``reduce="abs_sum"``.
     """
 
     name = "integrated_gradients"
-    defaults = {"steps": 50, "rule": "gausslegendre", "baseline": "zero", "sigma": None, "batch_size": 32,
+    defaults = {"steps": 50, "rule": "gausslegendre", "baseline": "zero", "sigma": None, "batch_size": 8,
                 "reduce": "abs_sum"}  # fmt: skip
 
     def compute(self, job: Job) -> Raw:

@@ -50,12 +50,12 @@ class ScoreCAM(CAM):
     """Score-CAM: channels weighted by the target score of the input masked with them (Wang et al. 2020).
 
     Options (defaults): ``weights="softmax"`` (see :class:`ScoreWeights`), ``baseline=0.0`` (the
-    constant input X_b for ``"increase"``), ``batch_size=32`` masked inputs per pass.
+    constant input X_b for ``"increase"``), ``batch_size=8`` masked inputs per pass.
     """
 
     name = "scorecam"
     uses_grad = False
-    defaults = {"weights": "softmax", "baseline": 0.0, "batch_size": 32}
+    defaults = {"weights": "softmax", "baseline": 0.0, "batch_size": 8}
 
     def validate(self) -> None:
         self.enum_option("weights", ScoreWeights)
@@ -115,13 +115,13 @@ class Occlusion(Method):
     """Occlusion: mean drop of the target score when a sliding patch hides each pixel (Zeiler & Fergus 2014).
 
     Options (defaults): ``window=None`` (``max(1, min(H, W) // 8)`` square; an int or ``(h, w)``),
-    ``stride=None`` (half the window), ``baseline=0.0`` (patch fill value), ``batch_size=32``,
+    ``stride=None`` (half the window), ``baseline=0.0`` (patch fill value), ``batch_size=8``,
     ``reduce="positive_sum"`` (maps show score drops; ``"abs_max"`` shows both signs).
     """
 
     name = "occlusion"
     grid = Grid.PIXEL
-    defaults = {"window": None, "stride": None, "baseline": 0.0, "batch_size": 32, "reduce": "positive_sum"}
+    defaults = {"window": None, "stride": None, "baseline": 0.0, "batch_size": 8, "reduce": "positive_sum"}
 
     def compute(self, job: Job) -> Raw:
         height, width = job.spatial_size()
