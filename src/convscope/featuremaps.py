@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,16 +12,11 @@ from PIL import Image
 
 from convscope.adapters.base import Layout
 from convscope.errors import OptionError
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+from convscope.render.picture import Picture
 
 
 @dataclass(frozen=True)
-class FeatureMaps:
+class FeatureMaps(Picture):
     """The output of one layer for a batch, as recorded in one forward pass.
 
     ``tensor`` is kept in the model's own layout: Keras (N, H, W, C), PyTorch (N, C, H, W).
@@ -88,15 +81,6 @@ class FeatureMaps:
         options.setdefault("titles", f"{self.name} · {self.num_channels} channels")
         return grid_figure(self._sample(index), **options)
 
-    def save(self, path: str | Path, index: int = 0, **options: Any) -> Path:
-        """Write the grid as PNG and return the path."""
-        path = Path(path)
-        path.write_bytes(_png(self.grid(index, **options)))
-        return path
-
-    def _repr_png_(self) -> bytes:
-        return _png(self.grid())
-
     def __repr__(self) -> str:
         return f"FeatureMaps({self.name!r}, shape={self.shape}, layout={self.layout.value})"
 
@@ -138,7 +122,7 @@ class Activations(Mapping[str, FeatureMaps]):
 
 
 @dataclass(frozen=True)
-class Filters:
+class Filters(Picture):
     """A conv layer's kernels in torch layout (out_channels, in_channels, kh, kw), plus bias."""
 
     name: str
@@ -156,14 +140,6 @@ class Filters:
         from convscope.render import filter_image
 
         return filter_image(self.weights, **options)
-
-    def save(self, path: str | Path, **options: Any) -> Path:
-        path = Path(path)
-        path.write_bytes(_png(self.grid(**options)))
-        return path
-
-    def _repr_png_(self) -> bytes:
-        return _png(self.grid())
 
     def __repr__(self) -> str:
         return f"Filters({self.name!r}, shape={self.weights.shape})"

@@ -10,20 +10,19 @@ Example::
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from convscope.errors import OptionError
+from convscope.render.picture import Picture
 
 
 @dataclass(frozen=True, eq=False)
-class Attribution:
+class Attribution(Picture):
     """Attribution maps for a batch.
 
     Attributes:
@@ -91,17 +90,6 @@ class Attribution:
 
         chosen = range(len(self)) if indices is None else [self._check_index(i) for i in indices]
         return tile([self.overlay(i, alpha=alpha, cmap=cmap) for i in chosen], cols=cols, padding=padding)
-
-    def save(self, path: str | Path, **options: Any) -> Path:
-        """Write :meth:`grid` (for one sample: its overlay) as PNG; options as for :meth:`grid`."""
-        path = Path(path)
-        self.grid(**options).save(path, format="PNG")
-        return path
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.grid().save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"maps={tuple(self.maps.shape)}", f"raw={tuple(self.raw.shape)}"]

@@ -12,11 +12,9 @@ Example::
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convscope.adapters.base import Layout
 from convscope.errors import OptionError
+from convscope.render.picture import Picture
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -79,7 +78,7 @@ def tile(
 
 
 @dataclass(frozen=True)
-class Visualization:
+class Visualization(Picture):
     """Images synthesised to maximise an objective, one per objective entry.
 
     Attributes:
@@ -137,17 +136,6 @@ class Visualization:
         if not -len(self) <= index < len(self):
             raise OptionError(f"index={index} is out of range for {len(self)} images")
         return Image.fromarray(display_tiles(self.images[[index]])[0])
-
-    def save(self, path: str | Path, **options: Any) -> Path:
-        """Write :meth:`grid` (``options`` as there) to ``path`` as PNG and return the path."""
-        path = Path(path)
-        self.grid(**options).save(path, format="PNG", compress_level=1)
-        return path
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.grid().save(buffer, format="PNG", compress_level=1)
-        return buffer.getvalue()
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{lb}: {v:.3g}" for lb, v in zip(self.labels[:4], self.values[:4], strict=False))
