@@ -60,3 +60,14 @@ def test_keras_dense_softmax_and_softmax_layer(keras: Any) -> None:
     assert torch.allclose(_logits(functional, x), sub(x, training=False), atol=1e-6)
     assert torch.allclose(functional(x, training=False).sum(1), torch.ones(2), atol=1e-6)
     assert not functional.get_layer("sm")._forward_hooks
+
+
+def test_pre_activation_and_logits_on_the_same_layer_restore_the_softmax(keras: Any) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
+    scope = cs.Scope(model)
+    x = torch.randn(2, 4)
+    with Capture(scope.adapter, scope.targets("out:pre"), logits=True) as cap:
+        logits = cap.run(x)
+    assert torch.allclose(cap.recording.get("out:pre"), logits)
+    assert model.get_layer("out").activation is keras.activations.softmax

@@ -167,6 +167,11 @@ class Capture:
             if self.freeze:
                 for p, _ in self._requires_grad:
                     p.requires_grad_(False)
+            if self.logits:  # before the activation wraps below, which then wrap its identity
+                from convscope.softmax import LogitsReader
+
+                self._logits = LogitsReader(self.adapter)
+                self._logits.install()
             by_module: dict[int, tuple[torch.nn.Module, str, list[Target]]] = {}
             fused: dict[int, list[Target]] = {}
             for t in self.targets:
@@ -190,11 +195,6 @@ class Capture:
                 parent = self._parent(t.handle) if t.handle.type_name == "InputLayer" else None
                 if parent is not None:
                     self._handles.append(parent.register_forward_pre_hook(self._input_hook(t, parent)))
-            if self.logits:
-                from convscope.softmax import LogitsReader
-
-                self._logits = LogitsReader(self.adapter)
-                self._logits.install()
         except BaseException:
             self._restore()
             raise
