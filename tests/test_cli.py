@@ -136,3 +136,15 @@ def test_console_script_runs_without_traceback() -> None:
     proc = subprocess.run([sys.executable, "-m", "convscope.cli", "summary", "missing.h5"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("convscope: error:") and "Traceback" not in proc.stderr
+
+
+def test_maximize_verb_on_a_keras_file_and_a_factory(tmp_path: Path, keras_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "conv_1.png"
+    assert main(["maximize", str(keras_file), "--layer", "conv_1", "--channels", "0-3", "--steps", "4", "-o", str(out)]) == 0
+    assert Image.open(out).size[0] > 0
+    # a factory model with no declared input size: a clear hint instead of a shape error from torch
+    assert main(["maximize", FACTORY, "--class", "0-2", "--steps", "2", "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--input-shape" in err and "--size" in err and err.count("\n") == 1
+    rc = main(["maximize", FACTORY, "--input-shape", "1,28,28", "--class", "0-2", "--steps", "2", "-o", str(tmp_path / "c.png")])
+    assert rc == 0 and Image.open(tmp_path / "c.png").size[0] > 0

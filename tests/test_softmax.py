@@ -71,3 +71,16 @@ def test_pre_activation_and_logits_on_the_same_layer_restore_the_softmax(keras: 
         logits = cap.run(x)
     assert torch.allclose(cap.recording.get("out:pre"), logits)
     assert model.get_layer("out").activation is keras.activations.softmax
+
+
+def test_keras_softmax_inside_a_nested_head_is_read_as_logits(keras: Any) -> None:
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu")], name="backbone")
+    head = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax", name="cls")], name="head")
+    model = keras.Sequential([keras.Input((4,)), backbone, head])
+    x = torch.randn(2, 4)
+    dense = head.get_layer("cls")
+    hidden = backbone(x, training=False)
+    expected = hidden @ torch.as_tensor(dense.kernel.numpy()) + torch.as_tensor(dense.bias.numpy())
+    assert torch.allclose(_logits(model, x), expected, atol=1e-6)
+    assert dense.activation is keras.activations.softmax

@@ -26,14 +26,27 @@ _SOFTMAX_NAMES = {"softmax", "log_softmax"}
 _SOFTMAX_TYPES = {"Softmax", "LogSoftmax"}
 
 
-def keras_softmax_layers(adapter: ModelAdapter) -> list[Any]:
-    """Output layers of a Keras model whose ``activation`` attribute is a softmax."""
-    model = adapter.model
+def _output_layers(model: Any) -> list[Any]:
+    """The layers producing a Keras model's outputs, stepping into nested models that end it."""
     try:
-        outputs = [t._keras_history[0] for t in model.outputs]  # functional and Sequential models
+        found = [t._keras_history[0] for t in model.outputs]  # functional and Sequential models
     except (AttributeError, ValueError, TypeError):
-        outputs = [adapter.handles[-1].module] if adapter.handles else []
-    return [layer for layer in outputs if getattr(getattr(layer, "activation", None), "__name__", "") in _SOFTMAX_NAMES]
+        layers = getattr(model, "layers", None)
+        found = [layers[-1]] if layers else []
+    out: list[Any] = []
+    for layer in found:
+        nested = getattr(layer, "layers", None)
+        out.extend(_output_layers(layer) if isinstance(nested, list) and nested else [layer])
+    return out
+
+
+def keras_softmax_layers(adapter: ModelAdapter) -> list[Any]:
+    """Output layers (also inside a nested head model) whose ``activation`` attribute is a softmax."""
+    return [
+        layer
+        for layer in _output_layers(adapter.model)
+        if getattr(getattr(layer, "activation", None), "__name__", "") in _SOFTMAX_NAMES
+    ]
 
 
 def softmax_modules(adapter: ModelAdapter) -> list[torch.nn.Module]:

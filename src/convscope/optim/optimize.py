@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -110,7 +109,13 @@ class Runner:
         except ModelError as exc:
             declared = self.scope.input_spec().size
             seen = (int(view.shape[2]), int(view.shape[3]))
-            if declared is None or declared == seen:
+            if declared is None:
+                raise OptionError(
+                    f"the model rejected a {seen[0]}×{seen[1]} image ({exc}); its input size is unknown, so the "
+                    f"default {h}×{w} was used. Pass size=(H, W) to maximize (CLI: --size) or give the scope its "
+                    "input shape: Scope(model, input_shape=...) (CLI: --input-shape C,H,W)"
+                ) from exc
+            if declared == seen:
                 raise
             raise OptionError(f"the model rejected a {seen[0]}×{seen[1]} image ({exc}); it declares {declared[0]}×"
                               f"{declared[1]} input. Images are {h}×{w} and transforms make them {seen[0]}×{seen[1]}: "
@@ -198,14 +203,11 @@ def _warn_if_probabilities(output: torch.Tensor) -> None:
 
 
 def _available_memory(device: torch.device) -> int:
+    """A fixed memory budget per chunk: never the *free* memory, so the automatic chunking (which the
+    random draws depend on) is the same on every run and the same seed gives the same images."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        free = 4 * _CPU_BUDGET
-    return int(min(free * 0.25, _CPU_BUDGET))
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.25)
+    return _CPU_BUDGET
 
 
 def chunk_size(n: int, bytes_per_image: int, device: torch.device, batch_size: int | None = None) -> int:
