@@ -4,8 +4,9 @@
 * channel images on ``conv_1`` beat every real digit's activation for >= 90 % of the channels.
 * in a batch of 16 channel objectives, image i excites channel i more than any other image does, for
   >= 90 % of i — on the conv layer's own (pre-ReLU) output in both twins: ``conv_1`` in PyTorch,
-  ``conv_1:pre`` in Keras, whose Conv2D fuses the ReLU. (On the Keras post-ReLU output 9-11 of 16 win:
-  dead channels tie at zero and near-duplicate ones share flat optima.)
+  ``conv_1:pre`` in Keras, whose Conv2D fuses the ReLU. (On the Keras post-ReLU output only 9-11 of 16
+  win: where the ReLU zeroes most positions the gradient is flat, and several channels stop in weak
+  optima that another channel's image beats.)
 
 Each twin is trained once per test session (conftest's ``digit_twins``: ``trained_twins()`` defaults).
 """
