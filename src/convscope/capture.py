@@ -55,15 +55,6 @@ class Recording:
             raise CaptureError(f"layer {key!r} ran {len(calls)} time(s); call={call} does not exist")
         return calls[call]
 
-    def grad(self, key: str, call: int = 0) -> torch.Tensor:
-        got = self.grads.get(key, {})
-        if call not in got:
-            raise CaptureError(
-                f"no gradient reached layer {key!r}; the target does not depend on it, or the backward "
-                "pass has not run yet"
-            )
-        return got[call]
-
     def calls(self, key: str) -> int:
         return len(self.values.get(key, []))
 

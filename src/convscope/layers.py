@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from convscope.adapters.base import LayerHandle
-from convscope.errors import ConvscopeError, LayerNotFoundError, OptionError, hint
+from convscope.errors import LayerNotFoundError, OptionError, hint
 
 LayerQuery = str | int | type | LayerHandle
 """What identifies a layer: name, alias, dotted path, index, glob (``"conv*"``), type name or class."""
@@ -134,9 +134,3 @@ class LayerIndex:
     def _type_list(self) -> str:
         return ", ".join(sorted({h.type_name for h in self.handles}))
 
-
-def ensure_found(handles: list[LayerHandle], what: str) -> list[LayerHandle]:
-    """Raise when a filtered layer list came out empty."""
-    if not handles:
-        raise ConvscopeError(f"no {what} layer in this model")
-    return handles

@@ -42,36 +42,24 @@ class ReluMode(str, Enum):
 
 
 class _Rule(torch.autograd.Function):
-    """ReLU forward; backward by the rule passed as the second argument (out of place)."""
+    """ReLU forward; backward by the rule passed as ``mode``. ``inplace`` keeps the semantics of
+    ``nn.ReLU(inplace=True)`` (the input tensor is overwritten and marked dirty)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mode: ReluMode) -> torch.Tensor:
-        y = x.clamp(min=0)
+    def forward(ctx: Any, x: torch.Tensor, mode: ReluMode, inplace: bool) -> torch.Tensor:
+        if inplace:
+            y = x.clamp_(min=0)
+            ctx.mark_dirty(x)
+        else:
+            y = x.clamp(min=0)
         ctx.mode = mode
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (y,) = ctx.saved_tensors
-        return _backward(ctx.mode, y, grad), None
-
-
-class _RuleInplace(torch.autograd.Function):
-    """The in-place twin: keeps ``nn.ReLU(inplace=True)`` semantics (the input tensor is overwritten)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mode: ReluMode) -> torch.Tensor:
-        x.clamp_(min=0)
-        ctx.mark_dirty(x)
-        ctx.mode = mode
-        ctx.save_for_backward(x)
-        return x
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (y,) = ctx.saved_tensors
-        return _backward(ctx.mode, y, grad), None
+        return _backward(ctx.mode, y, grad), None, None
 
 
 def _backward(mode: ReluMode, y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -121,7 +109,7 @@ class _GuidedMode(TorchFunctionMode):
             )
             if inplace and x.requires_grad and x.is_leaf:
                 inplace = False  # autograd forbids writing into a leaf that requires grad
-            return (_RuleInplace if inplace else _Rule).apply(x, self.mode)
+            return _Rule.apply(x, self.mode, inplace)
         if func in _OTHER:
             self.others.add(_OTHER[func])
         return func(*args, **kwargs)
