@@ -39,15 +39,17 @@ __all__ = [
     "attribution",
     "metrics",
     "objectives",
+    "sample_image",
 ]
 
 if TYPE_CHECKING:
     from convscope import attribution
     from convscope.attribution import metrics
     from convscope.optim import objectives
+    from convscope.samples import sample_image
     from convscope.scope import Scope
 
-_LAZY = {"Scope": "convscope.scope"}
+_LAZY = {"Scope": "convscope.scope", "sample_image": "convscope.samples"}
 _SUBMODULES = {
     "attribution": "convscope.attribution",
     "metrics": "convscope.attribution.metrics",
