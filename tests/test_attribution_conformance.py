@@ -219,7 +219,6 @@ def dead_net() -> nn.Module:
 
 
 def test_zero_map_warnings_point_at_the_call_of_attribute(tmp_path: Any) -> None:
-    import argparse
     from pathlib import Path
 
     import convscope.attribution.cli as cli
@@ -230,10 +229,38 @@ def test_zero_map_warnings_point_at_the_call_of_attribute(tmp_path: Any) -> None
         scope.attribute(x, method="saliency")  # all-zero map
     assert {Path(w.filename) for w in record} == {Path(__file__)} and len(record) == 2
     # called from inside convscope (the CLI): the CLI's call of scope.attribute, not the console script
-    args = argparse.Namespace(option=[], image=[x], method="saliency", target=None, layer=None,
-                              output=str(tmp_path / "a.png"), alpha=0.5, cmap="turbo", raw=None)  # fmt: skip
+    from convscope.cli import build_parser
+
+    args = build_parser()[0].parse_args(["attribute", "model", "image", "--method", "saliency",
+                                         "-o", str(tmp_path / "a.png")])  # fmt: skip
+    args.image = [x]  # the CLI passes what it parsed straight to scope.attribute
     with pytest.warns(UserWarning, match="all zero") as record:
         cli.run_attribute(scope, args)
     assert Path(record[0].filename) == Path(cli.__file__)
     line = Path(cli.__file__).read_text().splitlines()[record[0].lineno - 1]
     assert "scope.attribute(" in line
+
+
+@pytest.mark.parametrize("method", attribution.methods())
+def test_near_zero_maps_warn_and_normal_maps_do_not(method: str) -> None:
+    """A target whose logit is scaled by 1e-9 gives maps that are not zero but negligible: every method
+    tied to the score's size warns once, at the caller's line; the unscaled model never warns."""
+    import warnings
+
+    cls = attribution.get_method(method)
+    model = torch_model().eval()
+    scaled = torch_model().eval()
+    with torch.no_grad():
+        scaled[7].weight[1] *= 1e-9
+        scaled[7].bias[1] *= 1e-9
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    layer = LAYERS["torch"] if cls.uses_layer else None
+    target = 1 if cls.uses_target else None
+    for net, expect in ((model, False), (scaled, cls.score_power > 0 and cls.uses_target)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cs.Scope(net).attribute(x, method=method, target=target, layer=layer, **FAST.get(method, {}))
+        near = [w for w in caught if "near zero" in str(w.message)]
+        assert len(near) == int(expect), [str(w.message) for w in caught]
+        assert all(w.filename == __file__ for w in near)
+        assert all("\n" not in str(w.message) for w in near)

@@ -34,6 +34,7 @@ __all__ = [
     "ModelError",
     "ModelLoadError",
     "OptionError",
+    "Scan",
     "Scope",
     "__version__",
     "attribution",
@@ -45,11 +46,12 @@ __all__ = [
 if TYPE_CHECKING:
     from convscope import attribution
     from convscope.attribution import metrics
+    from convscope.dataset.scan import Scan
     from convscope.optim import objectives
     from convscope.samples import sample_image
     from convscope.scope import Scope
 
-_LAZY = {"Scope": "convscope.scope", "sample_image": "convscope.samples"}
+_LAZY = {"Scan": "convscope.dataset.scan", "Scope": "convscope.scope", "sample_image": "convscope.samples"}
 _SUBMODULES = {
     "attribution": "convscope.attribution",
     "metrics": "convscope.attribution.metrics",

@@ -43,6 +43,7 @@ class Recording:
     order: list[str] = field(default_factory=list)
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     events: list[tuple[str, int]] = field(default_factory=list)
+    edges: dict[str, list[tuple[Any, int] | None]] = field(default_factory=dict)
 
     def get(self, key: str, call: int = 0) -> torch.Tensor:
         calls = self.values.get(key)
@@ -92,6 +93,12 @@ def _shape_of(output: Any) -> Any:
     return None
 
 
+def _edge_of(output: Any) -> tuple[Any, int] | None:
+    if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+        return output.grad_fn, int(output.output_nr)
+    return None
+
+
 class Capture:
     """Context manager that records layer outputs during a forward pass.
 
@@ -105,7 +112,9 @@ class Capture:
         skip_errors: silently skip targets whose output cannot be recorded (tuple outputs, non-tensors);
             used when recording "every layer" rather than layers the user named.
         keep: predicate on the recorded tensor; outputs it rejects are dropped (e.g. spatial only).
-        shapes_only: record only output shapes and call order (``recording.shapes``/``events``), no values.
+        shapes_only: record only output shapes and call order (``recording.shapes``/``events``), no values;
+            with ``grad`` also each call's autograd edge ``(grad_fn, output_nr)`` (``recording.edges``,
+            ``None`` for non-tensor or graph-less outputs), which identifies the tensor as the graph saw it.
         logits: make a model that ends in softmax return its pre-softmax logits for the duration
             (see :mod:`convscope.softmax`).
 
@@ -273,6 +282,8 @@ class Capture:
             shapes = self.recording.shapes.setdefault(key, [])
             self.recording.events.append((key, len(shapes)))
             shapes.append(_shape_of(output))
+            if self.grad:
+                self.recording.edges.setdefault(key, []).append(_edge_of(output))
             return
         try:
             tensor = _select(output, target.item, key)

@@ -1,19 +1,27 @@
 """Command line: ``convscope summary|maps|filters|maximize|attribute|demo``.
 
-Errors print one line (``convscope: error: ...``) and exit with status 2, without a traceback.
+Errors print one line (``convscope: error: ...``) and exit with status 2, without a traceback; warnings
+print one line each (``convscope: warning: ...``). Keras always runs on the torch backend here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from convscope.errors import ConvscopeError
+from convscope.errors import ConvscopeError, OptionError, hint
+
+PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                    ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
+"""``-o`` suffix -> Pillow format of every picture verb."""
 
 # Optional verbs live beside their feature: module -> (adder, runner), registered when importable.
 _PLUGINS = {
@@ -38,6 +46,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights for a factory model (state dict, loaded with weights_only=True)")
     p.add_argument("--input-shape", type=_shape, help="one sample's shape in model layout, e.g. 3,224,224")
     p.add_argument("--unsafe", action="store_true", help="load Keras files with safe_mode=False (trusted files only)")
+    from convscope.preprocessing import Preprocess, Resize
+
+    add_choice(p, "--preprocess", [m.value for m in Preprocess], default=None,
+               help="image preprocessing preset: torch (ImageNet mean/std on [0,1]), caffe (BGR, 0-255 minus "
+                    "the ImageNet mean), tf ([-1,1]); default: scale to [0,1], or --mean/--std")  # fmt: skip
+    add_choice(p, "--resize", [m.value for m in Resize], default="squash",
+               help="how images reach the input size: squash (stretch), crop (short side, then centre), "
+                    "pad (letterbox on black)")  # fmt: skip
+    p.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted after scaling to [0,1]")
+    p.add_argument("--std", metavar="R,G,B", help="per-channel std divided by after the mean")
+
+
+def _numbers(flag: str, text: str | None) -> tuple[float, ...] | None:
+    """``--mean 0.485,0.456,0.406`` → a tuple of floats (one value or one per channel)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values:
+        raise OptionError(f"{flag} {text!r} is not a list of numbers; pass one per channel, e.g. "
+                          f"{flag} {'0.485,0.456,0.406' if flag == '--mean' else '0.229,0.224,0.225'}")  # fmt: skip
+    return values
 
 
 def load_scope(args: argparse.Namespace) -> Any:
@@ -45,20 +77,159 @@ def load_scope(args: argparse.Namespace) -> Any:
     from convscope.loading import load_model
     from convscope.scope import Scope
 
+    mean, std = _numbers("--mean", getattr(args, "mean", None)), _numbers("--std", getattr(args, "std", None))
+    preprocess = getattr(args, "preprocess", None)
+    if preprocess is not None and (mean is not None or std is not None):
+        flags = " and ".join(f for f, v in (("--mean", mean), ("--std", std)) if v is not None)
+        raise OptionError(f"--preprocess {preprocess} sets the mean and std itself; drop {flags} or --preprocess")
     model = load_model(args.model, weights=args.weights, safe_mode=not args.unsafe)
-    return Scope(model, input_shape=args.input_shape)
+    return Scope(model, input_shape=args.input_shape, preprocess=preprocess,
+                 resize=getattr(args, "resize", "squash"), mean=mean, std=std)  # fmt: skip
 
 
-def _out_path(args: argparse.Namespace) -> Path:
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
+# -- options with a fixed set of values: checked by us, one line with the closest names ------------------
+def add_choice(p: argparse.ArgumentParser, flag: str, allowed: Sequence[str], *, default: str | None,
+               help: str, dest: str | None = None) -> None:  # fmt: skip
+    """Add ``flag`` taking one of ``allowed`` (listed in its help). Unlike argparse ``choices``, a bad
+    value gives one ``convscope: error`` line naming the closest values (see :func:`check_choices`)."""
+    dest = dest or flag.lstrip("-").replace("-", "_")
+    shown = f" (default: {default})" if default is not None else ""
+    p.add_argument(flag, dest=dest, default=default, metavar=flag.lstrip("-").upper(),
+                   help=f"{help}; one of: {', '.join(allowed)}{shown}")  # fmt: skip
+    table = dict(p.get_default("_choices") or {})
+    table[dest] = (flag, tuple(allowed))
+    p.set_defaults(_choices=table)
 
 
-def _grid_options(p: argparse.ArgumentParser) -> None:
+def check_choices(args: argparse.Namespace) -> None:
+    """Raise :class:`OptionError` for the first option registered by :func:`add_choice` whose value is
+    not allowed, e.g. ``--method 'gradcm' is not allowed; choose one of: ... (closest: 'gradcam')``."""
+    for dest, (flag, allowed) in (getattr(args, "_choices", None) or {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and value not in allowed:
+            near = hint(str(value), allowed)
+            raise OptionError(f"{flag} {value!r} is not allowed; choose one of: {', '.join(map(repr, allowed))}"
+                              + (f" ({near})" if near else ""))  # fmt: skip
+
+
+def colormap_names() -> list[str]:
+    """The colour maps every ``--cmap`` offers: the renderer's registry, so help and errors agree."""
+    from convscope.render.colormaps import COLORMAPS
+
+    return list(COLORMAPS)
+
+
+# -- pictures: one rule for -o, --scale and the file format on every picture verb ---------------------
+def add_picture_options(p: argparse.ArgumentParser, example: str) -> None:
+    """``-o/--output`` (optional; default a name from the verb and layer, e.g. ``example``) and ``--scale``."""
+    kinds = " ".join(PICTURE_SUFFIXES)
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help=f"picture to write, format from the suffix ({kinds}); default: {example}")  # fmt: skip
+    p.add_argument("--scale", type=int, default=1, metavar="N",
+                   help="enlarge the final picture N times, nearest neighbour (default 1)")  # fmt: skip
+
+
+def check_picture_options(args: argparse.Namespace) -> None:
+    """Refuse an unknown ``-o`` suffix or ``--scale`` below 1 before any model is loaded."""
+    if getattr(args, "output", None) is not None and args.command != "demo":
+        suffix = Path(args.output).suffix.lower()
+        if suffix not in PICTURE_SUFFIXES:
+            raise OptionError(f"-o {args.output!r}: cannot tell the picture format from the suffix "
+                              f"{suffix or '(none)'!r}; use one of: {' '.join(PICTURE_SUFFIXES)}")  # fmt: skip
+    scale = getattr(args, "scale", 1)
+    if isinstance(scale, int) and scale < 1:
+        raise OptionError(f"--scale {scale} is not allowed; pass a whole number >= 1 (1 keeps the size)")
+
+
+def picture_path(args: argparse.Namespace, verb: str, name: str, *, several: bool = False) -> Path:
+    """``-o`` as given; with ``several`` pictures ``OUT_<name>.ext``; without ``-o`` ``<verb>_<name>.png``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("+", "p")).strip("_.") or "model"
+    given = getattr(args, "output", None)
+    if given is None:
+        return Path(f"{verb}_{safe}.png")
+    out = Path(given)
+    return out.with_name(f"{out.stem}_{safe}{out.suffix}") if several else out
+
+
+def write_picture(img: Any, path: Path, scale: int = 1) -> Path:
+    """Save the PIL image ``img`` to ``path`` (format from the suffix), enlarged ``scale`` times."""
+    from PIL import Image
+
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    fmt = PICTURE_SUFFIXES[path.suffix.lower()]
+    if fmt in ("JPEG", "BMP") and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return path
+
+
+# -- messages: library hints rewritten in CLI terms ----------------------------------------------------
+_FLAGS = {"input_shape": "--input-shape", "size": "--size", "steps": "--steps", "lr": "--lr", "seed": "--seed",
+          "batch_size": "--batch-size", "channels": "--channels", "cols": "--cols", "cmap": "--cmap",
+          "normalize": "--normalize", "mode": "--mode", "recipe": "--recipe", "method": "--method",
+          "layer": "--layer", "target": "--target", "alpha": "--alpha"}  # fmt: skip
+_REWRITES: tuple[tuple[str, str], ...] = (
+    (r"pass Scope\(model, input_shape=\(C, H, W\)\) \(PyTorch\) or \(H, W, C\) \(Keras\)"
+     r"(, or run scope\.activations\(\.\.\.\) on an input first)?", "pass --input-shape C,H,W (PyTorch) or H,W,C (Keras)"),
+    (r"Pass size=\(H, W\) to maximize \(CLI: --size\) or give the scope its input shape: "
+     r"Scope\(model, input_shape=\.\.\.\) \(CLI: --input-shape C,H,W\)", "Pass --size N or --input-shape C,H,W"),
+    (r"[\w.]+\([^()]*(?:\([^()]*\)[^()]*)*\) \(CLI: ([^)]*)\)", r"\1"),  # "call(...) (CLI: --flag)" -> "--flag"
+    (r"\binput_shape=\((\d+), (\d+), (\d+)\)", r"--input-shape \1,\2,\3"),
+    (r"as \(C, H, W\) in the model's own layout", "as --input-shape C,H,W (PyTorch) or H,W,C (Keras)"),
+    (r"as \(H, W, C\) in the model's own layout", "as --input-shape H,W,C (Keras) or C,H,W (PyTorch)"),
+)  # fmt: skip
+
+
+def cli_message(text: str) -> str:
+    """A library message with its Python spellings (``Scope(model, input_shape=...)``, ``steps=0``)
+    turned into the command-line flags that set the same thing; one line."""
+    for pattern, repl in _REWRITES:
+        text = re.sub(pattern, repl, text)
+    text = re.sub(r"(?<![\w.-])(" + "|".join(_FLAGS) + r")=(?=\S)",
+                  lambda m: _FLAGS[m.group(1)] + " ", text)  # fmt: skip
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside: every warning prints as ``convscope: warning: ...`` on one line, no source line."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:  # fmt: skip
+        kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+        print(f"convscope: warning: {kind}{cli_message(str(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def force_torch_backend() -> None:
+    """The CLI owns its process: Keras runs on torch whatever ``KERAS_BACKEND`` says (one note if changed)."""
+    wanted = os.environ.get("KERAS_BACKEND")
+    if wanted and wanted != "torch" and "keras" not in sys.modules:
+        print(f"convscope: note: KERAS_BACKEND={wanted} overridden: the CLI runs Keras on the torch backend",
+              file=sys.stderr)  # fmt: skip
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+
+
+def one_layer(scope: Any, query: str, why: str) -> None:
+    """Refuse a ``--layer`` that matches several layers, listing them (``…`` and the count past 8)."""
+    from convscope.layers import ambiguous
+
+    found = scope.targets(query)
+    if len(found) > 1:
+        names = [scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]") for t in found]
+        raise ambiguous(query, names, why)
+
+
+def _grid_options(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--cols", type=int, help="tiles per row (default: near-square)")
-    p.add_argument("--cmap", default=None, help="gray, viridis, magma, inferno, plasma, turbo, coolwarm")
-    p.add_argument("-o", "--output", required=True, help="PNG file to write")
+    add_choice(p, "--cmap", colormap_names(), default=None, help="colour map (default: gray, coolwarm for symmetric)")
+    add_picture_options(p, example)
 
 
 def run_summary(scope: Any, args: argparse.Namespace) -> int:
@@ -67,17 +238,25 @@ def run_summary(scope: Any, args: argparse.Namespace) -> int:
 
 
 def run_maps(scope: Any, args: argparse.Namespace) -> int:
+    from convscope.optim.cli import parse_indices
+    from convscope.predictions import predictions_text
+
+    channels = parse_indices(args.channels) if args.channels is not None else None
+    if text := predictions_text(scope, [args.image], labels=args.labels):
+        print(text)
     acts = scope.activations(args.image, layers=args.layer)  # one pass, however many layers match
-    opts: dict[str, Any] = {"cols": args.cols, "normalize": args.normalize, "labels": args.labels}
+    opts: dict[str, Any] = {"cols": args.cols, "normalize": args.normalize, "labels": args.tile_labels,
+                            "channels": channels}  # fmt: skip
     if args.cmap:
         opts["cmap"] = args.cmap
-    out = _out_path(args)
-    for name, fm in acts.items():
-        # several layers (a glob or type): one file each, named after the layer
-        path = out if len(acts) == 1 else out.with_name(f"{out.stem}_{name.replace('/', '_')}{out.suffix}")
-        fm.save(path, **opts)
+    for name, fm in acts.items():  # several layers (a glob or type): one file each, named after the layer
+        path = write_picture(fm.grid(**opts), picture_path(args, "maps", name, several=len(acts) > 1), args.scale)
+        shown = f"{fm.num_channels}" if channels is None else f"{len(channels)} of {fm.num_channels}"
+        if fm.is_vector:  # Dense, global pooling, logits: drawn as a strip of units
+            print(f"{name}: {shown} units (a vector, drawn as a strip) -> {path}")
+            continue
         h, w = fm.channels_first().shape[-2:]
-        print(f"{name}: {fm.num_channels} maps of {h}x{w} -> {path}")
+        print(f"{name}: {shown} maps of {h}x{w} -> {path}")
     return 0
 
 
@@ -86,8 +265,7 @@ def run_filters(scope: Any, args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {"mode": args.mode, "cols": args.cols}
     if args.cmap:
         opts["cmap"] = args.cmap
-    out = _out_path(args)
-    filters.save(out, **opts)
+    out = write_picture(filters.grid(**opts), picture_path(args, "filters", filters.name), args.scale)
     print(f"{filters.name}: {filters.weights.shape[0]} filters of {filters.weights.shape[1:]} -> {out}")
     return 0
 
@@ -107,19 +285,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
 
     p = sub.add_parser("summary", help="per-layer table: name, type, output shape, parameters")
     add_model_args(p)
-    p = sub.add_parser("maps", help="feature maps of one layer for an image, as one grid PNG")
+    from convscope.render.colormaps import Normalize
+    from convscope.render.filters import FilterMode
+
+    p = sub.add_parser("maps", help="feature maps of one layer for an image, as one grid picture")
     add_model_args(p)
     p.add_argument("image", help="image file (PNG/JPEG)")
     p.add_argument("--layer", required=True, help="layer name, path, index, glob or type")
-    p.add_argument("--normalize", default="channel", help="channel, layer, symmetric or none")
-    p.add_argument("--labels", action="store_true", help="label each tile with its channel index")
-    _grid_options(p)
-    p = sub.add_parser("filters", help="kernels of a conv layer as one PNG")
+    p.add_argument("--channels", help="channel indices/ranges to show, e.g. 0-15 or 0,3,8-11 (default: all)")
+    add_choice(p, "--normalize", [m.value for m in Normalize], default="channel", help="how values become colours")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names, one per line, for the top-5 predictions printed for the image")  # fmt: skip
+    p.add_argument("--tile-labels", action="store_true", help="label each tile with its channel index")
+    _grid_options(p, "maps_LAYER.png")
+    p = sub.add_parser("filters", help="kernels of a conv layer as one picture")
     add_model_args(p)
     p.add_argument("--layer", required=True, help="conv layer name, path, index, glob or type")
-    p.add_argument("--mode", default="auto", help="auto, rgb, channels or mean")
-    _grid_options(p)
-    p = sub.add_parser("demo", help="train the digit CNN twins and write demo-output/index.html")
+    add_choice(p, "--mode", [m.value for m in FilterMode], default="auto", help="how kernels become tiles")
+    _grid_options(p, "filters_LAYER.png")
+    p = sub.add_parser("demo", help="train the same digit CNN in Keras and in PyTorch, then write demo-output/index.html")
     p.add_argument("-o", "--output", default="demo-output", help="output folder (default demo-output)")
     p.add_argument("--quick", action="store_true", help="fewer epochs and steps (for smoke tests)")
 
@@ -134,28 +318,29 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+    force_torch_backend()  # before anything imports keras
     parser, runners = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        if args.command == "demo":
-            return run_demo(args)
-        scope = load_scope(args)
-        return runners[args.command](scope, args)
-    except ConvscopeError as exc:
-        print(f"convscope: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:  # files, images, option values from outside our checks
-        print(f"convscope: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("convscope: interrupted", file=sys.stderr)
-        return 130
-
-
+    with one_line_warnings():
+        try:
+            check_choices(args)
+            check_picture_options(args)
+            if args.command == "demo":
+                return run_demo(args)
+            scope = load_scope(args)
+            return runners[args.command](scope, args)
+        except ConvscopeError as exc:
+            print(f"convscope: error: {cli_message(str(exc))}", file=sys.stderr)
+            return 2
+        except (OSError, ValueError) as exc:  # files, images, option values from outside our checks
+            print(f"convscope: error: {type(exc).__name__}: {cli_message(str(exc))}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("convscope: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convscope._warnings import user_stacklevel
 from convscope.adapters.base import Layout
 from convscope.errors import OptionError
 from convscope.render.picture import Picture
@@ -33,6 +35,15 @@ class FeatureMaps(Picture):
     @property
     def spatial(self) -> bool:
         return self.tensor.dim() == 4
+
+    @property
+    def is_vector(self) -> bool:
+        """One value per channel: ``(N, C)``, or ``(N, C, 1, 1)`` / Keras ``(N, 1, 1, C)`` (Dense, pooled, logits)."""
+        shape = self.shape
+        if len(shape) == 2:
+            return True
+        spatial = shape[2:] if self.layout is Layout.NCHW else shape[1:3]
+        return len(shape) == 4 and tuple(spatial) == (1, 1)
 
     @property
     def num_channels(self) -> int:
@@ -62,27 +73,63 @@ class FeatureMaps(Picture):
             raise OptionError(f"index={index} is out of range for a batch of {len(maps)}")
         return maps[index]
 
+    def _where(self, index: int) -> str:
+        return "for this input" if len(self.tensor) == 1 else f"for input {index}"
+
     def grid(self, index: int = 0, **options: Any) -> Image.Image:
-        """Every channel of sample ``index`` tiled into one image.
+        """Every channel of sample ``index`` tiled into one image; a vector (:attr:`is_vector`) as a strip.
 
         Options go to :func:`convscope.render.grid_image` (``cols``, ``rows``, ``cmap``, ``normalize``,
-        ``clip``, ``padding``, ``labels``, ``channels``, ``sort``, ``scale``). Example::
+        ``clip``, ``padding``, ``labels``, ``channels``, ``sort``, ``scale``); ``labels=True`` marks
+        flat channels (``"5=0"``). A vector of units (Dense, global pooling, logits) renders with
+        :func:`convscope.render.strip.strip_image` instead (same options; one coloured cell per unit, the
+        value range in the title). An all-zero, constant or vanishing sample warns. Example::
 
             acts["conv_0"].grid(cols=8, cmap="viridis", normalize="layer")
+            acts["fc"].grid(sort="max")     # "fc: 10 units, min -1.2 (unit 4) max 3.4 (unit 7)"
         """
-        from convscope.render import grid_image
+        sample = self._sample(index)
+        if self.is_vector:
+            from convscope.render.strip import strip_image
 
-        return grid_image(self._sample(index), **options)
+            _warn_blank(self.name, sample, "unit", self._where(index))
+            return strip_image(sample.reshape(-1), name=self.name, **options)
+        from convscope.render import grid_image
+        from convscope.render.blank import index_labels
+
+        _warn_blank(self.name, sample, "channel", self._where(index), options.get("normalize", "channel"))
+        if options.get("labels") is True:
+            options["labels"] = index_labels(sample)
+        return grid_image(sample, **options)
 
     def figure(self, index: int = 0, **options: Any) -> Any:
-        """A matplotlib ``Figure`` of the grid with a title (needs matplotlib)."""
+        """A matplotlib ``Figure`` of the grid with a title (needs matplotlib); a vector's strip as is."""
+        if self.is_vector:
+            from matplotlib.figure import Figure
+
+            img = self.grid(index, **options)
+            fig = Figure(figsize=(img.width / 100, img.height / 100), dpi=100)
+            ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+            ax.imshow(np.asarray(img), interpolation="nearest")
+            ax.set_axis_off()
+            return fig
         from convscope.render import grid_figure
 
+        _warn_blank(self.name, self._sample(index), "channel", self._where(index), options.get("normalize", "channel"))
         options.setdefault("titles", f"{self.name} · {self.num_channels} channels")
         return grid_figure(self._sample(index), **options)
 
     def __repr__(self) -> str:
         return f"FeatureMaps({self.name!r}, shape={self.shape}, layout={self.layout.value})"
+
+
+def _warn_blank(name: str, maps: np.ndarray, kind: str, where: str, normalize: Any = None) -> None:
+    from convscope.render.blank import blank_message
+
+    per_channel = normalize is not None and str(getattr(normalize, "value", normalize)) == "channel"
+    message = blank_message(name, maps, kind=kind, where=where, per_channel=per_channel)
+    if message is not None:
+        warnings.warn(message, stacklevel=user_stacklevel())
 
 
 class Activations(Mapping[str, FeatureMaps]):

@@ -18,11 +18,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convscope.adapters.base import Layout
 from convscope.errors import InputError, OptionError, check_choice
+from convscope.preprocessing import (
+    Placement,
+    Preprocess,
+    Resize,
+    check_preset,
+    display_pixels,
+    to_preprocess,
+    to_resize,
+)
 
-try:
-    _BILINEAR = Image.Resampling.BILINEAR
-except AttributeError:  # Pillow < 9.1
-    _BILINEAR = Image.BILINEAR  # type: ignore[attr-defined]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _ALLOWED = (
     "allowed: image paths (PNG/JPEG), PIL images, uint8 arrays or tensors shaped HW, HWC, CHW, NHWC or NCHW, "
@@ -39,22 +44,33 @@ class InputSpec:
     """What a model takes as input.
 
     ``layout`` may be given as a string (``"NCHW"``/``"NHWC"``, any case); ``channels`` and ``size`` (H, W)
-    are ``None`` when unknown. ``scale`` (default ``1/255``) multiplies uint8 images; ``mean``/``std``
-    (default ``None``: not applied) then normalise them per channel. ``dtype`` defaults to ``torch.float32``.
+    are ``None`` when unknown. Images (0–255 pixels ``p``) become ``(bgr(p) · scale − mean) / std``:
+    ``scale`` defaults to ``1/255``; ``mean``/``std`` (default ``None``: not applied) are per channel, in
+    the model's channel order; ``bgr`` (default ``False``) reverses RGB to BGR. ``preprocess`` (``"torch"``,
+    ``"caffe"`` or ``"tf"``, see :mod:`convscope.preprocessing`; default ``None``) sets scale, mean, std and
+    bgr at once and cannot be combined with different values of them. ``resize`` (``"squash"`` (default),
+    ``"crop"`` or ``"pad"``) says how an image of another size is brought to ``size``. ``dtype`` defaults
+    to ``torch.float32``.
 
     >>> InputSpec("NHWC", channels=1, size=(28, 28)).expected_shape()
     '(N, 28, 28, 1)'
+    >>> InputSpec("NCHW", preprocess="caffe").mean
+    (103.939, 116.779, 123.68)
     """
 
     layout: Layout
     channels: int | None = None
     size: tuple[int, int] | None = None
-    scale: float = 1 / 255
+    scale: float = None  # type: ignore[assignment]  # None means 1/255 (or the preset's)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     dtype: torch.dtype = torch.float32
+    preprocess: Preprocess | None = None
+    resize: Resize = Resize.SQUASH
+    bgr: bool = False
 
     def __post_init__(self) -> None:
+        self._resolve_preset()
         layout = self.layout.upper() if isinstance(self.layout, str) else self.layout
         object.__setattr__(self, "layout", Layout(check_choice("layout", layout, [m.value for m in Layout])))
         if self.channels is not None and (not _is_int(self.channels) or self.channels < 1):
@@ -70,6 +86,31 @@ class InputSpec:
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise OptionError(f"dtype={self.dtype!r} is not allowed; pass a floating torch dtype")
         object.__setattr__(self, "scale", float(self.scale))
+        if not isinstance(self.bgr, (bool, np.bool_)):
+            raise OptionError(f"bgr={self.bgr!r} is not allowed; pass True or False")
+
+    def _resolve_preset(self) -> None:
+        """Validate ``preprocess``/``resize``; a preset fills in scale, mean, std and bgr."""
+        preset = to_preprocess(self.preprocess)
+        object.__setattr__(self, "preprocess", preset)
+        object.__setattr__(self, "resize", to_resize(self.resize))
+        if preset is None:
+            if self.scale is None:
+                object.__setattr__(self, "scale", 1 / 255)
+            return
+        given = {
+            "scale": self.scale,
+            "mean": self._per_channel("mean", self.mean),
+            "std": self._per_channel("std", self.std),
+        }
+        values = check_preset(preset, given)
+        if values.channels is not None and self.channels not in (None, values.channels):
+            raise OptionError(
+                f"preprocess={preset.value!r} is made for {values.channels}-channel (RGB) input, but this "
+                f"model takes {self.channels} channel(s); give your own scale/mean/std instead"
+            )
+        for name in ("scale", "mean", "std", "bgr"):
+            object.__setattr__(self, name, getattr(values, name) or getattr(self, name))
 
     def _per_channel(self, name: str, value: Sequence[float] | None) -> tuple[float, ...] | None:
         if value is None:
@@ -81,6 +122,53 @@ class InputSpec:
             )
             raise OptionError(f"{name}={value!r} has {len(values)} values; pass {allowed}")
         return values
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` float pixels on the 0–255 scale (RGB order) → model input in ``layout``.
+
+        Applies ``bgr``, ``scale``, ``mean`` and ``std`` (keeps the autograd graph; for images in [0, 1]
+        pass ``255 * images``). :meth:`to_display` inverts it.
+        """
+        x = pixels.flip(1) if self.bgr and pixels.shape[1] == 3 else pixels
+        x = x * self.scale if self.scale != 1.0 else x
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, x.shape[1]):
+                raise OptionError(
+                    f"{name}={values!r} has {len(values)} values but the images have {x.shape[1]} "
+                    "channels; pass 1 value or one per channel"
+                )
+        if self.mean is not None:
+            x = x - torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        if self.std is not None:
+            x = x / torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x.permute(0, 2, 3, 1) if self.layout is Layout.NHWC else x
+
+    def to_display(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 pictures of a model-input batch, inverting :meth:`normalise`.
+
+        Values are mapped back with ``(x · std + mean) / scale`` and BGR → RGB; when that leaves
+        [0, 255] by more than a rounding margin (float input prepared another way) each sample is
+        min-max scaled instead. One channel is shown as gray, 3 or 4 as RGB, any other count as the
+        channel mean in gray.
+
+        >>> spec = InputSpec("NHWC", preprocess="caffe")
+        >>> spec.to_display(spec.normalise(torch.tensor([[[[10.0]], [[20.0]], [[30.0]]]])))[0, 0, 0].tolist()
+        [10, 20, 30]
+        """
+        t = x.detach().cpu() if isinstance(x, torch.Tensor) else x
+        a = np.asarray(t, dtype=np.float64)
+        if a.ndim != 4:
+            raise OptionError(f"pictures need image-like (4-D) inputs; received shape {a.shape}")
+        a = a if self.layout is Layout.NHWC else a.transpose(0, 2, 3, 1)
+        return display_pixels(a, scale=self.scale, mean=self.mean, std=self.std, bgr=self.bgr)
+
+    def placement(self, source: tuple[int, int]) -> Placement:
+        """Where an image of ``source`` = (h, w) lands in this input (``size``, ``resize``).
+
+        >>> InputSpec("NCHW", size=(50, 50), resize="pad").placement((100, 200)).input_box()
+        (0, 12, 50, 37)
+        """
+        return Placement.of(source, self.size or source, self.resize)
 
     def expected_shape(self) -> str:
         """The batch shape the model expects, ``'?'`` for unknowns, e.g. ``"(N, 3, 224, 224)"``."""
@@ -114,8 +202,8 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
 def prepare(inputs: InputLike, spec: InputSpec, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Turn ``inputs`` into one batch in ``spec.layout``, on ``device``.
 
-    Images are converted to ``spec.channels``, resized to ``spec.size`` (PIL bilinear), scaled by
-    ``spec.scale`` and normalised by ``spec.mean``/``spec.std``. Float arrays/tensors are model input
+    Images are converted to ``spec.channels``, brought to ``spec.size`` by ``spec.resize`` (PIL bilinear;
+    ``squash``, ``crop`` or ``pad``), then normalised by :meth:`InputSpec.normalise`. Float arrays/tensors are model input
     as given (4-D batch, 3-D sample, or HW for 1-channel models): only cast to ``spec.dtype`` and copied.
     ``device=None`` keeps a tensor's device (CPU for everything else). The caller's data is never modified;
     the result is a new tensor detached from any autograd graph.
@@ -300,36 +388,26 @@ def _fit_all(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
                 "unknown; resize them to one size or give the spec a size"
             )
         size = sizes[0]
-    return np.stack([_fit(img, channels, size) for img in images])
+    return np.stack([_fit(img, channels, size, spec.resize) for img in images])
 
 
-def _fit(img: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
+def _fit(img: np.ndarray, channels: int, size: tuple[int, int], resize: Resize = Resize.SQUASH) -> np.ndarray:
+    """One HWC uint8 image converted to ``channels`` and brought to ``size`` by ``resize``."""
     if img.shape[2] == channels and img.shape[:2] == size:
         return img
     pil = Image.fromarray(np.ascontiguousarray(img[:, :, 0] if img.shape[2] == 1 else img))
     if pil.mode != _MODES[channels]:
         pil = pil.convert(_MODES[channels])  # RGBA -> RGB drops alpha; RGB -> L is ITU-R 601 luma
     if pil.size != (size[1], size[0]):
-        pil = pil.resize((size[1], size[0]), _BILINEAR)
+        pil = Placement.of((pil.height, pil.width), size, resize).fit(pil)
     array = np.asarray(pil)
     return array[:, :, None] if array.ndim == 2 else array
 
 
 def _images_to_tensor(batch: np.ndarray, spec: InputSpec, device: torch.device) -> torch.Tensor:
     """Scale and normalise an NHWC uint8 batch, then lay it out as the model wants."""
-    x = torch.from_numpy(batch).to(device=device).to(dtype=spec.dtype) * spec.scale
-    channels = batch.shape[3]
-    for name, values in (("mean", spec.mean), ("std", spec.std)):
-        if values is not None and len(values) not in (1, channels):
-            raise OptionError(
-                f"{name}={values!r} has {len(values)} values but the images have {channels} "
-                "channels; pass 1 value or one per channel"
-            )
-    if spec.mean is not None:
-        x = x - torch.tensor(spec.mean, dtype=spec.dtype, device=device)
-    if spec.std is not None:
-        x = x / torch.tensor(spec.std, dtype=spec.dtype, device=device)
-    return (x.permute(0, 3, 1, 2) if spec.layout is Layout.NCHW else x).contiguous()
+    pixels = torch.from_numpy(batch).to(device=device).to(dtype=spec.dtype).permute(0, 3, 1, 2)
+    return spec.normalise(pixels).contiguous()
 
 
 def _is_int(value: object) -> bool:

@@ -15,8 +15,19 @@ LayerQuery = str | int | type | LayerHandle
 _GLOB_CHARS = set("*?[")
 
 
-class AmbiguousLayerError(LayerNotFoundError):
-    """A query that should name one layer matched several."""
+class AmbiguousLayerError(LayerNotFoundError, OptionError):
+    """A query that should name one layer matched several (a lookup failure and a bad option value)."""
+
+
+def listing(names: Sequence[str], limit: int = 8) -> str:
+    """Quoted names, the first ``limit`` (default 8) then ``…`` and the count: ``'a', 'b', … (12 in all)``."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def ambiguous(query: object, names: Sequence[str], why: str = "name one of them") -> AmbiguousLayerError:
+    """The error for a query that matched several layers where one is needed; ``why`` ends the message."""
+    return AmbiguousLayerError(f"layer query {query!r} matches {len(names)} layers ({listing(names)}); {why}")
 
 
 class LayerIndex:
@@ -64,10 +75,7 @@ class LayerIndex:
         """Exactly one layer; glob or type queries must match a single layer."""
         found = self.find_all(query)
         if len(found) > 1:
-            shown = ", ".join(repr(h.name) for h in found[:8]) + (" …" if len(found) > 8 else "")
-            raise AmbiguousLayerError(
-                f"layer query {query!r} matches {len(found)} layers ({shown}); name one of them"
-            )
+            raise ambiguous(query, [h.name for h in found])
         return found[0]
 
     def find_all(self, query: LayerQuery | Iterable[LayerQuery]) -> list[LayerHandle]:
@@ -128,8 +136,7 @@ class LayerIndex:
         return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
     def _short_list(self) -> str:
-        names = self.names()
-        return ", ".join(repr(n) for n in names[:10]) + (" …" if len(names) > 10 else "")
+        return listing(self.names(), limit=10)
 
     def _type_list(self) -> str:
         return ", ".join(sorted({h.type_name for h in self.handles}))

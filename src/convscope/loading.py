@@ -9,19 +9,34 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from convscope.errors import ModelLoadError
+from convscope.errors import BackendError, ModelLoadError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def _keras() -> Any:
+    """Keras on the torch backend, or a :class:`BackendError` saying why not (never an ImportError)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
+    wanted = os.environ["KERAS_BACKEND"]
+    try:
+        import keras
+    except ImportError as exc:
+        raise BackendError(
+            f"Keras could not start its {wanted!r} backend ({exc}); convscope runs Keras on torch: set "
+            "KERAS_BACKEND=torch before anything imports keras"
+        ) from exc
+    backend = keras.backend.backend()
+    if backend != "torch":
+        raise BackendError(
+            f"keras was already imported on the {backend!r} backend in this process; convscope loads Keras "
+            "files on the torch backend: set KERAS_BACKEND=torch before the first `import keras`"
+        )
     return keras
 
 
@@ -43,6 +58,13 @@ def load_model(spec: str, *, weights: str | None = None, safe_mode: bool = True)
         model = _load_factory(spec)
         if weights is not None:
             load_weights(model, weights)
+        else:
+            warnings.warn(
+                f"factory {spec!r} was loaded without --weights: its weights are the factory's own "
+                "initialisation (random unless the factory loads trained weights)",
+                UserWarning,
+                stacklevel=2,
+            )
         return model
     raise ModelLoadError(
         f"cannot load model {spec!r}: no such file, and not of the form 'package.module:factory'; "
@@ -54,6 +76,7 @@ def _load_file(path: Path, *, safe_mode: bool) -> Any:
     if not path.is_file():
         raise ModelLoadError(f"model file {str(path)!r} does not exist")
     if path.suffix.lower() in KERAS_SUFFIXES:
+        _check_keras_file(path)
         keras = _keras()
         try:
             return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
@@ -68,7 +91,9 @@ def _load_file(path: Path, *, safe_mode: bool) -> Any:
 
     try:
         if any(n.endswith("models/model.json") or n.endswith("archive_format") for n in names):
-            return torch.export.unflatten(torch.export.load(path))
+            with warnings.catch_warnings():  # torch's own pytree deprecation, not the user's concern
+                warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+                return torch.export.unflatten(torch.export.load(path))
         if any("/code/" in n for n in names):
             return torch.jit.load(path, map_location="cpu")
     except Exception as exc:
@@ -77,6 +102,32 @@ def _load_file(path: Path, *, safe_mode: bool) -> Any:
         f"{str(path)!r} looks like a saved state dict or pickled object, not a model; build the model "
         "with a factory and pass the file as weights: `convscope ... package.module:factory --weights FILE`"
     )
+
+
+def _check_keras_file(path: Path) -> None:
+    """A ``.keras`` file is a zip archive holding ``config.json``; ``.h5`` files are HDF5. Say so plainly
+    instead of Keras' "File not found" for a file that exists but is not one."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(
+                f"{str(path)!r} is not a valid Keras archive: a .keras file is a zip archive written by "
+                f"model.save('model.keras'), but this file starts with {head!r} (truncated or not a model?)"
+            )
+        if "config.json" not in zipfile.ZipFile(path).namelist():
+            raise ModelLoadError(
+                f"{str(path)!r} is not a valid Keras archive: the zip holds no config.json; save the model "
+                "with model.save('model.keras')"
+            )
+    elif zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{str(path)!r} is a zip archive, not an HDF5 file: a Keras v3 archive is named "
+                             "*.keras; rename the file")  # fmt: skip
+    elif head != _HDF5_MAGIC:
+        raise ModelLoadError(
+            f"{str(path)!r} is not an HDF5 file (legacy Keras .h5): it starts with {head!r}; save the model "
+            "with model.save('model.keras') or model.save('model.h5')"
+        )
 
 
 def _load_factory(spec: str) -> Any:
@@ -115,6 +166,7 @@ def load_weights(model: Any, weights: str | os.PathLike[str]) -> None:
         except Exception as exc:
             raise ModelLoadError(f"Keras could not load weights {str(path)!r}: {exc}") from exc
         return
+    _check_torch_weights(path)
     import torch
 
     try:
@@ -132,3 +184,19 @@ def load_weights(model: Any, weights: str | os.PathLike[str]) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelLoadError(f"weights {str(path)!r} do not fit the model: {exc}") from exc
+
+
+def _check_torch_weights(path: Path) -> None:
+    """``torch.save`` writes a zip archive (or, before torch 1.6, a pickle starting with byte 0x80);
+    anything else gets a plain message instead of torch's unpickler internals."""
+    if zipfile.is_zipfile(path):
+        return
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80":
+        return
+    what = "an empty file" if not head else f"a file starting with {head!r}"
+    raise ModelLoadError(
+        f"weights file {str(path)!r} is not a PyTorch weights file: torch.save writes a zip archive, and this "
+        f"is {what}; save a state dict with torch.save(model.state_dict(), path)"
+    )

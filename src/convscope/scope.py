@@ -26,12 +26,20 @@ class Scope:
         model: a ``torch.nn.Module`` or a Keras 3 model (``KERAS_BACKEND=torch``).
         input_shape: one sample's shape in the model's layout, no batch — ``(3, 224, 224)`` for
             PyTorch, ``(224, 224, 3)`` for Keras. Default: what the model declares, else the last input.
+        preprocess: ``"torch"`` (ImageNet mean/std on [0, 1]), ``"caffe"`` (RGB → BGR, [0, 255] minus the
+            BGR ImageNet mean, as Keras ``ResNet50``/``VGG16``) or ``"tf"`` ([-1, 1], as Keras
+            ``MobileNetV2``); default ``None``: ``scale``/``mean``/``std`` below. A preset cannot be
+            combined with your own ``scale``/``mean``/``std``.
+        resize: how images of another size reach the input size: ``"squash"`` (default: stretch),
+            ``"crop"`` (short side to the input size, then the centre) or ``"pad"`` (letterbox on black).
         scale: factor applied to uint8 images (default ``1/255``, giving [0, 1]).
         mean, std: per-channel normalisation applied to images after scaling (default none).
 
+    Float arrays and tensors are model input as given: neither preprocessing nor resizing touches them.
+
     Example::
 
-        scope = cs.Scope(model, input_shape=(3, 224, 224))
+        scope = cs.Scope(model, input_shape=(3, 224, 224), preprocess="torch", resize="crop")
         print(scope.summary())
         acts = scope.activations("cat.jpg", layers=["features.0", "features.2"])
         acts["features.0"].grid(cols=8)
@@ -42,7 +50,9 @@ class Scope:
         model: Any,
         *,
         input_shape: Sequence[int] | None = None,
-        scale: float = 1 / 255,
+        preprocess: str | None = None,
+        resize: str = "squash",
+        scale: float | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
@@ -57,8 +67,23 @@ class Scope:
         self.adapter = adapt(model, input_shape=tuple(input_shape) if input_shape is not None else None)
         self._check_input_shape()
         self.index = LayerIndex(self.adapter.handles)
-        self.scale, self.mean, self.std = scale, mean, std
+        from convscope.inputs import InputSpec
+        from convscope.preprocessing import to_preprocess, to_resize
+
+        # Validates the options now (unknown names, a preset with its own mean/std); channels are checked
+        # against the model in input_spec(). Effective values: scale/mean/std/bgr of the resolved spec.
+        self._given: dict[str, Any] = {"scale": scale, "mean": mean, "std": std}
+        preset, mode = to_preprocess(preprocess), to_resize(resize)
+        spec = InputSpec(self.layout, **self._given, preprocess=preset, resize=mode)
+        self.preprocess, self.resize = spec.preprocess, spec.resize
+        self.scale, self.mean, self.std, self.bgr = spec.scale, spec.mean, spec.std, spec.bgr
         self._last_shape: tuple[int, ...] | None = None
+        if self.preprocess is not None:
+            self.input_spec()  # a preset made for RGB on a gray model fails here, not at the first image
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The options that rebuild this scope's preprocessing: ``Scope(other, **scope.preprocessing())``."""
+        return {"preprocess": self.preprocess, "resize": self.resize, **self._given}
 
     def _check_input_shape(self) -> None:
         given, declared = self.adapter.input_shape, self.adapter.model_input_shape()
@@ -104,6 +129,8 @@ class Scope:
 
     # -- inputs ------------------------------------------------------------------------------
     def input_spec(self) -> Any:
+        """The :class:`convscope.inputs.InputSpec` images are prepared by: layout, channels, size (when the
+        model declares them or ``input_shape`` gives them), scale/mean/std, preset and resize mode."""
         from convscope.inputs import InputSpec
 
         # Only declared shapes constrain inputs: the last input's shape never does (fully convolutional
@@ -117,12 +144,7 @@ class Scope:
             if hw[0] is not None and hw[1] is not None:
                 size = (hw[0], hw[1])
         return InputSpec(
-            layout=self.layout,
-            channels=channels,
-            size=size,
-            scale=self.scale,
-            mean=tuple(self.mean) if self.mean is not None else None,
-            std=tuple(self.std) if self.std is not None else None,
+            self.layout, channels, size, preprocess=self.preprocess, resize=self.resize, **self._given
         )
 
     def prepare(self, inputs: Any) -> torch.Tensor:
@@ -259,6 +281,20 @@ class Scope:
     def __repr__(self) -> str:
         return f"Scope({type(self.model).__name__}, framework={self.framework}, layers={len(self.adapter.handles)})"
 
+    # -- predictions -------------------------------------------------------------------------
+    def predict(self, inputs: Any, *, k: int = 5, labels: Any = None) -> Any:
+        """The model's top-``k`` classes for each input (default ``k=5``): index, softmax probability of the
+        pre-softmax logits, and the name from ``labels`` (a list of names or a text file with one per
+        line; default ``None``). Returns a ``convscope.predictions.Predictions``; print it for a table.
+
+        Example::
+
+            print(scope.predict("cat.jpg", labels="classes.txt"))
+        """
+        from convscope.predictions import predict
+
+        return predict(self, inputs, k=k, labels=labels)
+
     # -- attribution -------------------------------------------------------------------------
     def attribute(
         self, inputs: Any, *, method: Any = "gradcam", target: Any = None, layer: Any = None, **options: Any
@@ -272,8 +308,10 @@ class Scope:
             target: ``None`` (default: each sample's top-1 class), a class index, one index per
                 sample, or ``fn(output) -> (batch,)`` scores. Class scores are pre-softmax logits,
                 also for models that end in a softmax layer.
-            layer: CAM methods only — any layer query (``'name[i]'`` for a tuple output); default the
-                last layer with a spatial output.
+            layer: CAM methods only — any layer query (``'name[i]'`` for a tuple output). Default: the
+                output of the last block — the latest spatial tensor that every path from the input to
+                the output goes through (``layer4`` / ``layer4.1`` on a ResNet, ``conv5_block3_out`` on
+                Keras' ResNet50, the last conv/pool of a VGG); the chosen name is in ``.layer``.
             **options: method options, e.g. ``steps=64`` for Integrated Gradients (see each method's
                 docstring; unknown names raise ``OptionError`` listing the valid ones).
 
@@ -346,7 +384,8 @@ class Scope:
             decorrelate: colour decorrelation for RGB models (default: the recipe's).
             lr: Adam step size (default 0.05).
             seed: seeds every random draw (default 0): the same seed gives the same images.
-            recipe: ``"default"`` (Fourier, decorrelated, transforms) or ``"plain"`` (the seed's pixel ascent).
+            recipe: ``"default"`` (Fourier, decorrelated, transforms) or ``"plain"`` (gradient ascent on
+                pixels, Erhan et al. 2009).
             batch_size: images optimised together (default: as many as fit in memory).
             progress: show a tqdm bar (default: for runs of 100 steps or more).
 
@@ -375,3 +414,37 @@ class Scope:
         from convscope.optim.optimize import maximize_layer
 
         return maximize_layer(self, layer, channels=channels, **options)
+
+    # -- dataset examples --------------------------------------------------------------------------
+    def scan(
+        self,
+        data: Any,
+        layers: Any = None,
+        *,
+        k: int = 16,
+        store: Any = None,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> Any:
+        """Stream ``data`` through the model once; per channel keep the exact top-``k`` images (by spatial
+        max and mean) and statistics. Returns a ``cs.Scan`` (see :mod:`convscope.dataset.scan`).
+
+        Args:
+            data: an image folder (recursive; class sub-folders become labels), a list of paths, a numpy
+                array of images, a torch ``Dataset``/``DataLoader``, or an iterable of batches ``x``/``(x, y)``.
+            layers: layer queries (default ``None``: every conv layer); one forward pass records them all.
+            k: images kept per channel (default 16). store: must be ``None`` in this release.
+            batch_size: images per forward pass (default 64). progress: tqdm bar (default ``True``).
+
+        Example: ``scope.scan("photos/", layers="layer4", k=9).top("layer4", 7).grid()``
+        """
+        from convscope.dataset.scan import scan
+
+        return scan(self, data, layers=layers, k=k, store=store, batch_size=batch_size, progress=progress)
+
+    def receptive_field(self, layer: LayerQuery) -> Any:
+        """``layer``'s receptive field from the real graph: ``.size``, ``.stride``, ``.box(y, x, clip=False)``
+        (see :mod:`convscope.dataset.receptive`). Example: ``scope.receptive_field("layer4").size``."""
+        from convscope.dataset.receptive import receptive_field
+
+        return receptive_field(self, layer)

@@ -139,7 +139,9 @@ def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[Lay
         if h.name not in called and any(True for _ in h.module.parameters()):
             rows.append(row(h, None))
     total, trainable = adapter.total_params()
-    return ModelSummary(type(adapter.model).__name__, "torch", tuple(rows), total, trainable)
+    name_of = getattr(adapter, "model_type_name", None)  # an unflattened export: the exported class
+    name = name_of() if callable(name_of) else type(adapter.model).__name__
+    return ModelSummary(name, "torch", tuple(rows), total, trainable)
 
 
 def _keras_output_shape(layer: Any) -> Any:

@@ -10,6 +10,18 @@ import torch
 from convscope.adapters.base import LayerHandle, Layout, ModelAdapter
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A Keras variable or tensor (torch backend) as a float32 numpy copy, converted explicitly.
+
+    ``Variable.numpy()``, ``np.asarray(variable)`` and even ``keras.ops.convert_to_numpy(variable)`` go
+    through the variable's ``__array__``, which NumPy 2 deprecates (one DeprecationWarning per call).
+    """
+    tensor = getattr(value, "value", value)  # a Keras Variable holds its torch tensor in ``.value``
+    if isinstance(tensor, torch.Tensor):
+        return tensor.detach().cpu().float().numpy().copy()
+    return np.array(tensor, dtype=np.float32)
+
+
 def _is_container(layer: Any) -> bool:
     """A nested model (Sequential, functional or subclassed) whose layers we list too."""
     return hasattr(layer, "layers") and isinstance(getattr(layer, "layers", None), list) and bool(layer.layers)
@@ -69,7 +81,7 @@ class KerasAdapter(ModelAdapter):
         if kernel is None:
             kernel = getattr(layer, "kernel", None)
         if kernel is not None:
-            k = np.asarray(kernel.numpy(), dtype=np.float32)
+            k = to_numpy(kernel)
             depthwise = getattr(layer, "depthwise_kernel", None) is not None or "Depthwise" in type(layer).__name__
             if k.ndim == 4 and depthwise:
                 # depthwise (kh, kw, in, mult) -> one single-channel kernel per output: (in*mult, 1, kh, kw)
@@ -82,7 +94,7 @@ class KerasAdapter(ModelAdapter):
             out["kernel"] = k.copy()
         bias = getattr(layer, "bias", None)
         if bias is not None:
-            out["bias"] = np.asarray(bias.numpy(), dtype=np.float32).copy()
+            out["bias"] = to_numpy(bias)
         return out
 
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:

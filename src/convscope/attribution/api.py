@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from convscope.adapters.base import Layout
 from convscope.attribution.base import Grid, Method, Raw, Reduce, get_method, user_stacklevel
-from convscope.attribution.engine import Job, default_layer
-from convscope.attribution.result import Attribution, display_images
+from convscope.attribution.engine import Job
+from convscope.attribution.layer_choice import default_layer
+from convscope.attribution.result import Attribution
 from convscope.attribution.targets import TargetLike, TargetSpec
 from convscope.capture import Target
 from convscope.errors import OptionError
@@ -54,8 +54,9 @@ def make_method(method: str | Method, options: dict[str, Any]) -> Method:
 
 
 def resolve_layer(scope: Scope, layer: Any, x: torch.Tensor) -> Target:
-    """The CAM layer: ``layer`` (any query Scope understands, ``'name[i]'`` for tuple outputs) or the
-    last leaf layer with a spatial output (found once per input shape, then cached on the scope)."""
+    """The CAM layer: ``layer`` (any query Scope understands, ``'name[i]'`` for tuple outputs) or, for
+    ``None``, the last spatial tensor the whole output depends on — the last block's output (rule in
+    :mod:`convscope.attribution.layer_choice`; found once per input shape, then cached on the scope)."""
     if layer is None:
         cache: dict[tuple[int, ...], Target] = scope.__dict__.setdefault("_attribution_layers", {})
         key = tuple(x.shape[1:])
@@ -64,8 +65,9 @@ def resolve_layer(scope: Scope, layer: Any, x: torch.Tensor) -> Target:
         return cache[key]
     found = scope.targets(layer)
     if len(found) != 1:
-        names = ", ".join(repr(layer_name(scope, t)) for t in found[:8])
-        raise OptionError(f"layer={layer!r} matches {len(found)} layers ({names}); CAM methods explain one layer")
+        from convscope.layers import ambiguous
+
+        raise ambiguous(layer, [layer_name(scope, t) for t in found], "CAM methods explain one layer")
     return found[0]
 
 
@@ -130,11 +132,11 @@ def finish(scope: Scope, job: Job, algo: Method, raw: Raw) -> Attribution:
     if empty:
         warnings.warn(f"the {algo.name} map is all zero for sample(s) {empty}: nothing in the input (or layer) "
                       "raises the target score by this method's measure", stacklevel=user_stacklevel())  # fmt: skip
+    _warn_if_near_zero(algo, raw.values, job, skip=set(empty) | job.zero_grad)
     if raw.delta is not None and raw.gap is not None:
         _warn_if_not_converged(algo, raw.delta, raw.gap)
     x = job.x.detach().cpu().float().numpy()
-    images = display_images(x, channels_last=job.layout is Layout.NHWC, scale=scope.scale, mean=scope.mean,
-                            std=scope.std)  # fmt: skip
+    images = scope.input_spec().to_display(x)  # inverts scale, mean, std and BGR
     return Attribution(
         method=algo.name,
         raw=raw.values.detach().cpu().float().numpy(),
@@ -146,7 +148,34 @@ def finish(scope: Scope, job: Job, algo: Method, raw: Raw) -> Attribution:
         delta=None if raw.delta is None else raw.delta.detach().cpu().double().numpy(),
         options=dict(algo.options),
         target_fn=job.targets.fn,
+        resize=scope.resize.value,
     )
+
+
+#: A map is near zero when its peak |raw value| is below this fraction of the sample's largest |logit|:
+#: one float32 rounding step (2**-23), a change the model's own output could not even represent.
+NEAR_ZERO = float(torch.finfo(torch.float32).eps)
+
+
+def _warn_if_near_zero(algo: Method, values: torch.Tensor, job: Job, *, skip: set[int]) -> None:
+    """Warn about maps that are not zero but negligible next to the model's output scale.
+
+    Raw values are the target score's gradients or score contributions (times input or activation
+    values of order 1), so they are compared with the logits' scale: ``peak ** (1 / score_power)``
+    against ``NEAR_ZERO × max |logit|``. Normalised, such a map would show rounding noise as if it were
+    evidence. Skipped for callable targets and for methods whose size is not tied to the score.
+    """
+    if algo.score_power == 0 or not algo.uses_target or job.targets.fn is not None:
+        return
+    peak = values.detach().abs().flatten(1).amax(dim=1).double().cpu() ** (1.0 / algo.score_power)
+    scale = job.targets.output_scale
+    near = [i for i in ((peak > 0) & (peak < NEAR_ZERO * scale)).nonzero().flatten().tolist() if i not in skip]
+    if near:
+        worst = min(near, key=lambda i: float(peak[i] / scale[i]))
+        warnings.warn(f"the {algo.name} map is near zero for sample(s) {near}: its peak is "
+                      f"{float(peak[worst] / scale[worst]):.1e} of the largest |logit| (below {NEAR_ZERO:.1e}), "
+                      "so the target score barely depends on the input (or layer) and the normalised map shows "
+                      "rounding noise; check the target and the layer", stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _warn_if_not_converged(algo: Method, delta: torch.Tensor, gap: torch.Tensor) -> None:

@@ -18,15 +18,15 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from types import FrameType, MappingProxyType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from convscope._warnings import user_stacklevel as user_stacklevel  # re-exported for attribution
 from convscope.errors import OptionError, check_choice, hint
 
 if TYPE_CHECKING:
@@ -65,49 +65,21 @@ class Raw:
 _REGISTRY: dict[str, type[Method]] = {}
 
 
-# Public entry points (module, function): warnings point at the line that called the outermost of them.
-_ENTRY_POINTS = frozenset({
-    ("convscope.scope", "attribute"), ("convscope.scope", "sanity_check"),
-    ("convscope.attribution.api", "attribute"), ("convscope.attribution.sanity", "sanity_check"),
-    ("convscope.attribution.metrics", "deletion"), ("convscope.attribution.metrics", "insertion"),
-})  # fmt: skip
-
-
-def _in_convscope(frame: FrameType) -> bool:
-    name = frame.f_globals.get("__name__", "")
-    return bool(name == "convscope" or name.startswith("convscope."))
-
-
-def user_stacklevel() -> int:
-    """``stacklevel`` for ``warnings.warn`` that points at the call of the public entry point.
-
-    Walking out from the function that warns, through convscope's own frames, the level just past the
-    outermost entry point (``Scope.attribute``, ``Scope.sanity_check``, ``cs.metrics.deletion`` ...) wins:
-    the user's line, also when that line is itself in convscope (the CLI's or the demo's call of
-    ``scope.attribute``, not the ``convscope`` console script). Without an entry point on the stack: the
-    first frame outside convscope.
-    """
-    frame: FrameType | None = sys._getframe(1)
-    level, entry = 1, 0
-    while frame is not None and _in_convscope(frame):
-        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _ENTRY_POINTS:
-            entry = level
-        frame, level = frame.f_back, level + 1
-    return entry + 1 if entry else level
-
-
 class Method:
     """Base class of attribution methods; subclasses with a ``name`` register themselves.
 
     Class attributes: ``name`` (registry key), ``grid`` (:class:`Grid`), ``uses_layer`` (needs a layer:
-    the CAM family), ``uses_target`` (False for class-agnostic methods) and ``defaults`` (option name →
-    default; merged along the class hierarchy).
+    the CAM family), ``uses_target`` (False for class-agnostic methods), ``score_power`` (how raw
+    values grow with the target score: 1 for linear methods, 2 for squared ones, 0 when their size is
+    not tied to the score; used to flag near-zero maps) and ``defaults`` (option name → default; merged
+    along the class hierarchy).
     """
 
     name: ClassVar[str] = ""
     grid: ClassVar[Grid] = Grid.INPUT
     uses_layer: ClassVar[bool] = False
     uses_target: ClassVar[bool] = True
+    score_power: ClassVar[int] = 1
     defaults: ClassVar[Mapping[str, Any]] = {}
     all_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 

@@ -141,6 +141,7 @@ class EigenCAM(CAM):
     name = "eigencam"
     uses_grad = False
     uses_target = False
+    score_power = 0
     defaults = {"center": False}
 
     def validate(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,9 +24,6 @@ from convscope.errors import OptionError
 
 if TYPE_CHECKING:
     from convscope.scope import Scope
-
-_COLORMAPS = ("turbo", "inferno", "magma", "plasma", "viridis", "coolwarm", "gray")
-
 
 def add_attribute_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``attribute`` sub-command to ``subparsers`` (from ``parser.add_subparsers()``); returns it."""
@@ -40,18 +36,24 @@ def add_attribute_command(subparsers: Any) -> argparse.ArgumentParser:
         description="Explain a class score with an attribution method and save the heatmap over the image. "
         f"Methods: {', '.join(names)}.",
     )
+    from convscope.cli import add_choice, add_picture_options, colormap_names
+
     _model_args(p)
     p.add_argument("image", nargs="+", help="image file(s); several are explained as one batch")
-    p.add_argument("--method", default="gradcam", choices=names, metavar="METHOD",
-                   help="attribution method (default: gradcam); one of: " + ", ".join(names))
+    add_choice(p, "--method", names, default="gradcam", help="attribution method")
     p.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1 class)")
-    p.add_argument("--layer", default=None, help="layer for CAM methods (default: last spatial layer)")
-    p.add_argument("-o", "--output", default="attribution.png", help="PNG to write (default: attribution.png)")
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last block's output; printed)")
+    add_picture_options(p, "attribute_METHOD.png")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")
-    p.add_argument("--cmap", default="turbo", choices=_COLORMAPS, help="colour map (default: turbo)")
+    add_choice(p, "--cmap", colormap_names(), default="turbo", help="colour map of the heatmap")
     p.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable, e.g. -O steps=64 -O baseline=blur")
     p.add_argument("--raw", default=None, metavar="FILE.npy", help="also save the raw attribution values")
+    p.add_argument("--on-original", action="store_true",
+                   help="draw the heatmap on each original photo at its own resolution (default: on the "
+                        "model-input picture)")  # fmt: skip
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names, one per line, for the top-5 predictions printed per image")  # fmt: skip
     return p
 
 
@@ -80,14 +82,20 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_attribute(scope: Scope, args: argparse.Namespace) -> int:
-    """Compute the attribution for ``args.image`` and write the overlay PNG; returns the exit code (0)."""
+    """Compute the attribution for ``args.image`` and write the overlay picture; returns the exit code (0)."""
+    from convscope.cli import one_layer, picture_path, write_picture
+    from convscope.predictions import predictions_text
+
     options = parse_options(list(args.option or []))
     images = list(args.image)
+    if args.layer is not None:
+        one_layer(scope, args.layer, "CAM methods explain one layer")
+    if text := predictions_text(scope, images, labels=args.labels):
+        print(text)
     att = scope.attribute(images if len(images) > 1 else images[0], method=args.method, target=args.target,
                           layer=args.layer, **options)  # fmt: skip
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    att.save(out, alpha=args.alpha, cmap=args.cmap)
+    picture = att.grid(alpha=args.alpha, cmap=args.cmap, on=images if args.on_original else None)
+    out = write_picture(picture, picture_path(args, "attribute", args.method), getattr(args, "scale", 1))
     if args.raw:
         np.save(args.raw, att.raw)
     where = f" at layer {att.layer!r}" if att.layer else ""

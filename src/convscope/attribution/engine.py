@@ -32,15 +32,12 @@ try:
 except ImportError:  # torch < 2.2: fall back to a full backward and Capture's tensor hook
     GradientEdge = None  # type: ignore[assignment,misc]
 
-from convscope.adapters.base import Layout, ModelAdapter
+from convscope.adapters.base import LayerHandle, Layout, ModelAdapter
 from convscope.attribution.base import user_stacklevel
 from convscope.attribution.guided import ReluMode, ReluReport, relu_override
 from convscope.attribution.targets import TargetSpec
 from convscope.capture import Capture, Target
 from convscope.errors import ConvscopeError, OptionError
-
-_PASS_THROUGH = ("Dropout", "Dropout2d", "AlphaDropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise",
-                 "Identity", "ActivityRegularization")  # fmt: skip
 
 
 @dataclass
@@ -161,7 +158,8 @@ class Job:
         value = cap.recording.get(key)
         if cap.recording.calls(key) > 1:
             raise OptionError(f"layer {self.layer_name!r} ran {cap.recording.calls(key)} times in one pass (a "
-                              "reused module); CAM methods need a layer that runs once — pick another layer")
+                              f"reused module, such as the one ReLU of a ResNet block); CAM methods need a "
+                              f"layer that runs once — {_once_hint(self.layer.handle)}")
         if value.dim() != 4:
             raise OptionError(f"layer {self.layer_name!r} outputs shape {tuple(value.shape)}; CAM methods need a "
                               "spatial 4-D output (a conv or pooling layer); leave layer=None for the last one")
@@ -226,20 +224,8 @@ def _check_relus(mode: ReluMode, seen: ReluReport) -> None:
         )
 
 
-def default_layer(adapter: ModelAdapter, x: torch.Tensor) -> Target:
-    """The last leaf layer (in execution order) whose output is spatial (4-D with H or W > 1).
-
-    Layers that pass their input through at inference (dropout, identity) are skipped.
-    """
-    leaves = [Target(h) for h in adapter.handles if h.is_leaf and h.type_name not in _PASS_THROUGH]
-    with Capture(adapter, leaves, shapes_only=True, skip_errors=True) as cap:
-        cap.run(x[:1])
-    by_key = {t.key: t for t in leaves}
-    for key, call in reversed(cap.recording.events):
-        shape = cap.recording.shapes[key][call]
-        if isinstance(shape, tuple) and len(shape) == 4:
-            hw = shape[2:] if adapter.layout is Layout.NCHW else shape[1:3]
-            if max(hw) > 1:
-                return by_key[key]
-    raise OptionError("no layer of this model has a spatial (4-D) output, so CAM methods have nothing to "
-                      "weight; use a gradient method such as 'saliency' or 'integrated_gradients'")
+def _once_hint(handle: LayerHandle) -> str:
+    """What to pass instead of a reused module: the block that contains it, or the default."""
+    if "." in handle.path:
+        return f"pass the block that contains it, layer={handle.path.rsplit('.', 1)[0]!r}, or leave layer=None"
+    return "pick another layer, or leave layer=None for the default (the last block's output)"

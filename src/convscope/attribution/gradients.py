@@ -141,6 +141,7 @@ class SmoothGradSquared(SmoothGrad):
     """SmoothGrad²: mean of squared gradients over noisy copies (Hooker et al. 2019)."""
 
     name = "smoothgrad_sq"
+    score_power = 2
 
     def aggregate(self, mean: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
         return mean_sq
@@ -150,6 +151,7 @@ class VarGrad(SmoothGrad):
     """VarGrad: variance of gradients over noisy copies (Adebayo et al. 2018)."""
 
     name = "vargrad"
+    score_power = 2
 
     def aggregate(self, mean: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
         return (mean_sq - mean * mean).clamp(min=0)

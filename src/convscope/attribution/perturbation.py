@@ -55,6 +55,7 @@ class ScoreCAM(CAM):
 
     name = "scorecam"
     uses_grad = False
+    score_power = 0  # channel weights are softmax-ed or probabilities by default
     defaults = {"weights": "softmax", "baseline": 0.0, "batch_size": 8}
 
     def validate(self) -> None:

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.errors import OptionError
+from convscope.preprocessing import display_pixels
 from convscope.render.picture import Picture
 
 
@@ -40,6 +42,8 @@ class Attribution(Picture):
         options: the method options in effect.
         target_fn: the callable target, when one was given (``targets`` is then ``None``);
             :func:`convscope.metrics.deletion` and ``insertion`` score with it. Not shown in the repr.
+        resize: how the photos were brought to the input size (``"squash"``, ``"crop"`` or ``"pad"``);
+            ``overlay(on=photo)`` uses it to lay the map back onto the photo.
     """
 
     method: str
@@ -52,6 +56,7 @@ class Attribution(Picture):
     delta: np.ndarray | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     target_fn: Callable[[Any], Any] | None = field(default=None, repr=False)
+    resize: str = "squash"
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -61,16 +66,25 @@ class Attribution(Picture):
             raise OptionError(f"index={index!r} is out of range for a batch of {len(self)}")
         return index
 
-    def overlay(self, index: int = 0, *, alpha: float = 0.5, cmap: str = "turbo") -> Image.Image:
+    def overlay(
+        self, index: int = 0, *, alpha: float = 0.5, cmap: str = "turbo", on: Any = None
+    ) -> Image.Image:
         """Sample ``index``'s map blended over its input picture (RGB PIL image, input size).
 
         Defaults: ``index=0``, ``alpha=0.5`` (heatmap opacity), ``cmap="turbo"`` (any name in
-        :data:`convscope.render.COLORMAPS`). Example: ``att.overlay(alpha=0.4, cmap="inferno")``.
+        :data:`convscope.render.COLORMAPS`), ``on=None``. ``on`` = the original photo (path, PIL image
+        or uint8 array) draws the map on it at the photo's own resolution, undoing the resize mode:
+        ``squash`` stretches the map over the whole photo, ``crop`` covers only the centre region the
+        model saw (the rest stays uncoloured), ``pad`` drops the padding first.
+
+        Example: ``att.overlay(alpha=0.4, cmap="inferno")``; ``att.overlay(on="cat.jpg")``.
         """
-        from convscope.render.overlay import overlay
+        from convscope.render.overlay import overlay, overlay_on_photo
 
         i = self._check_index(index)
-        return overlay(self.images[i], self.maps[i], alpha=alpha, cmap=cmap)
+        if on is None:
+            return overlay(self.images[i], self.maps[i], alpha=alpha, cmap=cmap)
+        return overlay_on_photo(_photo(on), self.maps[i], resize=self.resize, alpha=alpha, cmap=cmap)
 
     def grid(
         self,
@@ -80,16 +94,24 @@ class Attribution(Picture):
         cmap: str = "turbo",
         padding: int = 2,
         indices: Sequence[int] | None = None,
+        on: Sequence[Any] | None = None,
     ) -> Image.Image:
         """Overlays of the batch (or ``indices``) tiled into one image.
 
-        Defaults: ``cols=None`` (near-square), ``alpha=0.5``, ``cmap="turbo"``, ``padding=2``.
-        Example: ``att.grid(cols=8).save("batch.png")``.
+        Defaults: ``cols=None`` (near-square), ``alpha=0.5``, ``cmap="turbo"``, ``padding=2``,
+        ``on=None``; ``on`` = the original photos, one per tile, draws each map on its photo (see
+        :meth:`overlay`; photos of different sizes are centred in equal cells).
+        Example: ``att.grid(cols=8).save("batch.png")``; ``att.save("cams.png", on=["a.jpg", "b.jpg"])``.
         """
         from convscope.render.overlay import tile
 
-        chosen = range(len(self)) if indices is None else [self._check_index(i) for i in indices]
-        return tile([self.overlay(i, alpha=alpha, cmap=cmap) for i in chosen], cols=cols, padding=padding)
+        chosen = list(range(len(self)) if indices is None else [self._check_index(i) for i in indices])
+        if on is not None and (isinstance(on, (str, Image.Image, np.ndarray)) or len(on) != len(chosen)):
+            count = 1 if isinstance(on, (str, Image.Image, np.ndarray)) else len(on)
+            raise OptionError(f"on= gives {count} photo(s) for {len(chosen)} map(s); pass one photo per map")
+        photos = [None] * len(chosen) if on is None else list(on)
+        tiles = [self.overlay(i, alpha=alpha, cmap=cmap, on=p) for i, p in zip(chosen, photos, strict=True)]
+        return tile(tiles, cols=cols, padding=padding)
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"maps={tuple(self.maps.shape)}", f"raw={tuple(self.raw.shape)}"]
@@ -106,28 +128,32 @@ def display_images(
     scale: float,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
+    bgr: bool = False,
 ) -> np.ndarray:
     """``(N, H, W, 3)`` uint8 pictures of a model-input batch, undoing ``Scope``'s preprocessing.
 
-    Values are mapped back with ``(x · std + mean) / scale``; when that leaves [0, 255] by more than a
-    rounding margin (float input prepared another way) each sample is min-max scaled instead.
-    One channel is shown as gray, four as RGB, any other count as the channel mean in gray.
+    Values are mapped back with ``(x · std + mean) / scale`` (then BGR → RGB when ``bgr``); when that
+    leaves [0, 255] by more than a rounding margin (float input prepared another way) each sample is
+    min-max scaled instead. One channel is shown as gray, four as RGB, any other count as the channel
+    mean in gray. ``Scope.input_spec().to_display(x)`` does the same with the scope's own settings.
     """
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 4:
         raise OptionError(f"overlays need image-like (4-D) inputs; received shape {a.shape}")
     a = a if channels_last else a.transpose(0, 2, 3, 1)
-    c = a.shape[-1]
-    if std is not None and len(std) in (1, c):
-        a = a * np.asarray(std, dtype=np.float64)
-    if mean is not None and len(mean) in (1, c):
-        a = a + np.asarray(mean, dtype=np.float64)
-    a = a / scale if scale else a
-    out = np.empty(a.shape[:3] + (3,), dtype=np.uint8)
-    for i, sample in enumerate(a):
-        pic = sample[..., :3] if c >= 3 and c <= 4 else sample.mean(axis=-1, keepdims=True)
-        if pic.min() < -1.0 or pic.max() > 256.0:
-            lo, hi = pic.min(), pic.max()
-            pic = (pic - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(pic)
-        out[i] = np.broadcast_to(np.clip(np.rint(pic), 0, 255), out.shape[1:])
-    return out
+    return display_pixels(a, scale=scale, mean=mean, std=std, bgr=bgr)
+
+
+def _photo(on: Any) -> np.ndarray:
+    """The photo to draw on, as an HWC uint8 array (a path is read with its EXIF orientation)."""
+    from convscope.inputs import load_image
+
+    if isinstance(on, (str, os.PathLike)):
+        on = load_image(on)
+    if isinstance(on, Image.Image):
+        return np.asarray(on.convert("RGB") if on.mode not in ("RGB", "L") else on)
+    if isinstance(on, np.ndarray) and on.dtype == np.uint8:
+        return on
+    raise OptionError(
+        f"on={type(on).__name__} is not a photo; pass an image path, a PIL image or a uint8 (H, W[, C]) array"
+    )

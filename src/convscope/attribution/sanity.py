@@ -140,7 +140,7 @@ def copy_scope(scope: Scope) -> Scope:
     except Exception as exc:  # locks, open files, C++ handles: say why instead of touching the original
         raise ConvscopeError(f"sanity_check randomises a deep copy of the model, but copy.deepcopy failed: "
                              f"{type(exc).__name__}: {exc}") from exc
-    clone = Scope(model, input_shape=scope.adapter.input_shape, scale=scope.scale, mean=scope.mean, std=scope.std)
+    clone = Scope(model, input_shape=scope.adapter.input_shape, **scope.preprocessing())
     for alias, handle in scope.index.aliases.items():
         clone.rename(handle.name, alias)
     return clone
@@ -172,7 +172,12 @@ def randomise(scope: Scope, target: Target, generator: torch.Generator) -> None:
     """Re-initialise a layer's parameters in place: each tensor is redrawn zero-mean (normal truncated at
     ±2σ) with the expected root-mean-square of the tensor itself (0.01 for an all-zero tensor)."""
     for p in _owned_parameters(scope, target):
-        current = torch.as_tensor(np.asarray(p.numpy() if scope.framework == "keras" else p.detach().cpu()))
+        if scope.framework == "keras":
+            from convscope.adapters.keras import to_numpy
+
+            current = torch.from_numpy(to_numpy(p))
+        else:
+            current = p.detach().cpu().clone()
         rms = float(current.double().square().mean().sqrt()) if current.numel() else 0.0
         sigma = (rms if rms > 0 else 0.01) / _TRUNCATED_STD
         z = torch.randn(current.shape, generator=generator, dtype=torch.float64)

@@ -42,6 +42,8 @@ class TargetSpec:
         self.n = n
         self.fn: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.indices: torch.Tensor | None = None
+        #: per sample, the largest |logit| any pass saw for it (class targets only): the output's scale
+        self.output_scale = torch.zeros(n, dtype=torch.float64)
         self._checked = False
         if target is None:
             return
@@ -77,12 +79,20 @@ class TargetSpec:
             self._checked = True
             _warn_if_probabilities(logits)
         assert self.indices is not None
+        self._note_scale(logits, rows)
         idx = self.indices if rows is None else self.indices[rows.cpu()]
         classes = logits.shape[1]
         if int(idx.max()) >= classes:
             raise OptionError(f"target={int(idx.max())} is out of range: the model outputs {classes} classes "
                               f"(0..{classes - 1})")
         return logits.gather(1, idx.to(logits.device)[:, None])[:, 0]
+
+    def _note_scale(self, logits: torch.Tensor, rows: torch.Tensor | None) -> None:
+        if rows is None and len(logits) != self.n:
+            return
+        peak = logits.detach().abs().amax(dim=1).double().cpu()
+        index = torch.arange(len(logits)) if rows is None else rows.cpu().long()
+        self.output_scale.scatter_reduce_(0, index, peak, reduce="amax")
 
 
 def _indices(target: Any, n: int) -> torch.Tensor:

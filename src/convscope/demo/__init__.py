@@ -1,4 +1,4 @@
-"""Bundled demo material: the digits data, sample photos and the Keras/PyTorch twin ConvNets.
+"""Bundled demo material: the digits data, sample photos and one digit ConvNet in Keras and PyTorch.
 
 Submodules load lazily so ``import convscope.demo`` stays cheap; heavy libraries (scikit-learn,
 scikit-image, Keras) are imported only by the functions that need them.

@@ -1,6 +1,6 @@
-"""The seed tutorial's MNIST ConvNet as Keras and PyTorch twins, with small deterministic trainers.
+"""The classic Keras MNIST ConvNet, built the same in Keras and in PyTorch, with small deterministic trainers.
 
-Both twins share layer names (``conv_0``, ``conv_1``, ``pool``, ``dropout_0``, ``flatten``, ``dense_0``,
+Both models share layer names (``conv_0``, ``conv_1``, ``pool``, ``dropout_0``, ``flatten``, ``dense_0``,
 ``dropout_1``, ``predictions``) and return class probabilities. Keras is imported lazily and always
 with the torch backend unless ``KERAS_BACKEND`` is already set.
 
@@ -29,7 +29,7 @@ from convscope.errors import OptionError
 if TYPE_CHECKING:
     import keras
 
-#: Training defaults shared by both twins (chosen so each reaches >= 95 % hold-out accuracy).
+#: Training defaults shared by both models (chosen so each reaches >= 95 % hold-out accuracy).
 EPOCHS = 6
 BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
@@ -178,7 +178,7 @@ class TorchDigitsNet(nn.Module):
         return self.predictions(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities, shape ``(N, 10)``, like the Keras twin."""
+        """Class probabilities, shape ``(N, 10)``, like the Keras model."""
         return self.softmax(self.logits(x))
 
 
@@ -244,7 +244,7 @@ def train_torch(
 
 
 class Twins(NamedTuple):
-    """Trained twins with their data; unpacks as ``keras_model, torch_model, split, accuracies``."""
+    """Both trained models with their data; unpacks as ``keras_model, torch_model, split, accuracies``."""
 
     keras_model: Any
     torch_model: TorchDigitsNet
@@ -259,13 +259,13 @@ def trained_twins(
     epochs: int = EPOCHS,
     threads: int | None = None,
 ) -> Twins:
-    """Build, train and score both twins on :func:`load_digits_28` (``seed`` drives everything).
+    """Build, train and score both models on :func:`load_digits_28` (``seed`` drives everything).
 
     Args:
         cache_dir: folder for trained weights (``digits_keras_s0_e6.weights.h5``, ``digits_torch_s0_e6.pt``);
             weights found there are loaded instead of retrained (default ``None``: always train).
         seed: seed of the split, initial weights and training (default 0).
-        epochs: training epochs for each twin (default 6).
+        epochs: training epochs for each model (default 6).
         threads: torch intra-op threads while training (default ``None``: leave torch's setting).
 
     Example:

@@ -1,8 +1,9 @@
-"""``convscope demo``: train the seed tutorial's digit ConvNet twins and show what they learned.
+"""``convscope demo``: train the same digit CNN in Keras and in PyTorch and show what it learned.
 
 Writes ``demo-output/`` with both summaries, feature-map grids of both conv layers for a test digit,
-the learned filters, an RGB example through ``keras.applications.VGG16(weights=None)``, and an
-``index.html`` that shows everything (images embedded, so the page works on its own).
+the learned filters, an RGB example through ``keras.applications.VGG16(weights=None)``, activation
+maximisation galleries, labelled attribution panels, and an ``index.html`` that shows everything
+(images embedded, so the page works on its own).
 """
 
 from __future__ import annotations
@@ -16,30 +17,25 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from convscope.demo.page import Figure, Section, write_page
+from convscope.demo.attribution import FRAMEWORKS, attribution_panels, method_name
+from convscope.demo.page import Figure, Section, Strip, Table, save, upscale_image, write_page
 
 Step = Callable[[Path, dict[str, Any]], Section]
 
 
-def _save(img: Any, path: Path) -> Path:
-    from convscope.render import save_png
-
-    save_png(img, path)
-    return path
-
-
-def _twins(out: Path, state: dict[str, Any]) -> Section:
+def _train(out: Path, state: dict[str, Any]) -> Section:
     from convscope.demo.models import trained_twins
 
     start = time.perf_counter()
-    twins = trained_twins(state.get("cache_dir"))
-    state.update(keras=twins.keras_model, torch=twins.torch_model, split=twins.split)
-    acc = twins.accuracies
+    models = trained_twins(state.get("cache_dir"))
+    state.update(keras=models.keras_model, torch=models.torch_model, split=models.split)
+    acc = models.accuracies
     return Section(
         "Training",
-        f"The seed tutorial's MNIST ConvNet, trained as a Keras 3 model (torch backend) and as a PyTorch "
-        f"module on scikit-learn's handwritten digits (28×28): hold-out accuracy Keras {acc['keras']:.1%}, "
-        f"PyTorch {acc['torch']:.1%}, {time.perf_counter() - start:.0f} s for both.",
+        "The same digit CNN (two 3×3 conv layers, max pooling, two dense layers; 1.2 M parameters, the "
+        "classic Keras MNIST ConvNet) built once as a Keras 3 model (torch backend) and once as a PyTorch "
+        "module, each trained on scikit-learn's handwritten digits resized to 28×28: hold-out accuracy "
+        f"Keras {acc['keras']:.1%}, PyTorch {acc['torch']:.1%}, {time.perf_counter() - start:.0f} s for both.",
     )
 
 
@@ -47,13 +43,13 @@ def _summaries(out: Path, state: dict[str, Any]) -> Section:
     from convscope.scope import Scope
 
     texts = []
-    for fw in ("keras", "torch"):
+    for fw in FRAMEWORKS:
         scope = Scope(state[fw], input_shape=(28, 28, 1) if fw == "keras" else (1, 28, 28))
         state[f"scope_{fw}"] = scope
         text = str(scope.summary())
         (out / f"summary_{fw}.txt").write_text(text + "\n", encoding="utf-8")
         texts.append(text)
-    return Section("Model summaries", "scope.summary() for both twins.", pre=texts)
+    return Section("Model summaries", "scope.summary() of the Keras model, then of the PyTorch one.", pre=texts)
 
 
 def _feature_maps(out: Path, state: dict[str, Any]) -> Section:
@@ -67,10 +63,10 @@ def _feature_maps(out: Path, state: dict[str, Any]) -> Section:
         acts = state[f"scope_{fw}"].activations(x, layers=["conv_0", "conv_1"])  # one forward pass
         for name, cmap in (("conv_0", "gray"), ("conv_1", "viridis")):
             fm = acts[name]
-            file = _save(fm.grid(cmap=cmap), out / f"maps_{fw}_{name}.png")
+            file = save(fm.grid(cmap=cmap), out / f"maps_{fw}_{name}.png")
             c, h = fm.num_channels, fm.channels_first().shape[-1]
-            figures.append(Figure(file, f"{fw} · {name}: {c} maps of {h}×{h} (test digit {label}, {cmap})"))
-    _save(_digit_image(digit[0]), out / "test_digit.png")
+            figures.append(Figure(file, f"{FRAMEWORKS[fw]} · {name}: {c} maps of {h}×{h} (test digit {label}, {cmap})"))
+    save(_digit_image(digit[0]), out / "test_digit.png")
     figures.insert(0, Figure(out / "test_digit.png", f"the test digit (label {label})"))
     return Section("Feature maps", "Every channel of both conv layers for one test digit.", figures=figures)
 
@@ -79,23 +75,25 @@ def _digit_image(img: Any) -> Any:
     import numpy as np
     from PIL import Image
 
-    return _upscale(Image.fromarray((np.clip(img, 0, 1) * 255).astype("uint8")), 4)
+    return upscale_image(Image.fromarray((np.clip(img, 0, 1) * 255).astype("uint8")), 4)
 
 
 def _filters(out: Path, state: dict[str, Any]) -> Section:
     figures = []
-    for fw in ("keras", "torch"):
+    for fw in FRAMEWORKS:
         scope = state[f"scope_{fw}"]
         for name, mode in (("conv_0", "mean"), ("conv_1", "mean")):
             f = scope.filters(name)
-            file = _save(f.grid(mode=mode, normalize="symmetric"), out / f"filters_{fw}_{name}.png")
-            figures.append(Figure(file, f"{fw} · {name}: {f.weights.shape[0]} kernels {f.weights.shape[1:]} ({mode})"))
+            file = save(f.grid(mode=mode, normalize="symmetric"), out / f"filters_{fw}_{name}.png")
+            shape = f.weights.shape
+            figures.append(Figure(file, f"{FRAMEWORKS[fw]} · {name}: {shape[0]} kernels {shape[1:]} ({mode})"))
     return Section("Learned filters", "Kernel weights (blue negative, red positive).", figures=figures)
 
 
 def _rgb_example(out: Path, state: dict[str, Any]) -> Section:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
+    from PIL import Image
 
     from convscope.demo.data import sample_photo
     from convscope.scope import Scope
@@ -105,87 +103,122 @@ def _rgb_example(out: Path, state: dict[str, Any]) -> Section:
     vgg = keras.applications.VGG16(weights=None, input_shape=(size, size, 3))
     scope = Scope(vgg)
     photo = sample_photo("chelsea", size=size)
-    _save(_photo(photo), out / "photo.png")
+    save(Image.fromarray(photo), out / "photo.png")
     acts = scope.activations(photo, layers=["block1_conv1", "block3_conv3", "block5_conv3"])
     figures = [Figure(out / "photo.png", "scikit-image's chelsea photo")]
     for name in acts:
         fm = acts[name]
-        file = _save(fm.grid(cmap="magma", channels=range(min(64, fm.num_channels))), out / f"vgg16_{name}.png")
-        figures.append(Figure(file, f"VGG16 (random init) · {name}: first 64 of {fm.num_channels} maps"))
+        file = save(fm.grid(cmap="magma", channels=range(min(64, fm.num_channels))), out / f"vgg16_{name}.png")
+        figures.append(Figure(file, f"VGG16 (random weights) · {name}: first 64 of {fm.num_channels} maps"))
     state.update(vgg_scope=scope, photo=photo)
     f = scope.filters("block1_conv1")
-    figures.append(Figure(_save(f.grid(), out / "vgg16_block1_conv1_filters.png"), "block1_conv1 kernels as RGB patches"))
+    figures.append(Figure(save(f.grid(), out / "vgg16_block1_conv1_filters.png"), "block1_conv1 kernels as RGB patches"))
     return Section("RGB example", "keras.applications.VGG16(weights=None) on a colour photo.", figures=figures)
 
 
 def _attributions(out: Path, state: dict[str, Any]) -> Section:
+    from convscope.demo.attribution import CAM_LAYERS, cam_layer_table
     from convscope.demo.data import as_nchw, as_nhwc
 
-    digits = state["split"].x_test[:8]
-    figures = []
+    split = state["split"]
+    digits, labels = split.x_test[:8], split.y_test[:8]
+    scopes = {fw: state[f"scope_{fw}"] for fw in FRAMEWORKS}
+    strips = []
     for fw, x in (("keras", as_nhwc(digits)), ("torch", as_nchw(digits))):
-        scope = state[f"scope_{fw}"]
-        for method, options in (("gradcam", {"layer": "conv_1"}), ("integrated_gradients", {})):
-            att = scope.attribute(x, method=method, **options)
-            file = _save(_upscale(att.grid(cols=8, alpha=0.5), 4), out / f"attr_{fw}_{method}.png")
-            figures.append(Figure(file, f"{fw} · {method}: 8 test digits, target = predicted class {list(att.targets)}"))
-    vgg, photo = state["vgg_scope"], state["photo"]
-    steps = 4 if state["quick"] else 16
-    vgg_runs: list[tuple[str, dict[str, Any]]] = [
-        ("gradcam", {"layer": "block5_conv3"}),
-        ("integrated_gradients", {"steps": steps}),
-    ]
-    for method, vgg_options in vgg_runs:
-        with warnings.catch_warnings(record=True) as caught:  # random weights: dead maps are expected
-            warnings.simplefilter("always")
-            att = vgg.attribute(photo, method=method, **vgg_options)
-        note = "".join(f" — note: {w.message}" for w in caught[:1])
-        file = _save(att.overlay(alpha=0.5), out / f"attr_vgg16_{method}.png")
-        figures.append(Figure(file, f"VGG16 (random init) · {method} for class {int(att.targets[0])}{note}"))
+        layer = CAM_LAYERS[fw]
+        runs: list[tuple[str, dict[str, Any], str]] = [
+            ("gradcam", {"layer": layer}, f"at {layer}, {_CAM_LAYER_WHAT[fw]}"),
+            ("integrated_gradients", {}, "from a black image to the digit"),
+        ]
+        for method, options, where in runs:
+            with warnings.catch_warnings():  # each empty map is explained under its panel instead
+                warnings.simplefilter("ignore")
+                panels = attribution_panels(scopes[fw], x, method=method, out=out, stem=f"attr_{fw}_{method}",
+                                            labels=labels, upscale=4, **options)  # fmt: skip
+            strips.append(Strip(f"{FRAMEWORKS[fw]} · {method_name(method)} {where}", panels))
+    strips.extend(_vgg_attributions(out, state))
+    n = 64 if state["quick"] else len(split.x_test)
+    table = Table(
+        ["model", "Grad-CAM layer", "what it is", "empty maps", "near-empty maps"],
+        cam_layer_table(scopes, {"keras": as_nhwc(split.x_test[:n]), "torch": as_nchw(split.x_test[:n])}),
+        caption=f"Which layer Grad-CAM should read: maps of {n} test digits (target = predicted class)",
+    )
     return Section(
         "Attribution",
-        "Which pixels drive the decision: Grad-CAM on the last conv layer and Integrated Gradients, "
-        "overlaid on the inputs (scope.attribute).",
-        figures=figures,
+        "Which pixels drive the decision (scope.attribute), overlaid on the inputs. Each panel names the "
+        "class it explains (the predicted one) and the model's probability for it. Grad-CAM reads the last "
+        "conv layer after its ReLU, the 24×24 maps the pooling layer sees; the table shows how many maps "
+        "come out empty (no positive evidence anywhere) or near-empty (under 3% of the pixels reach a fifth "
+        "of the peak, or a peak under 5% of the median peak) at each candidate layer. An empty or near-empty "
+        "panel says why in red.",
+        tables=[table],
+        strips=strips,
     )
+
+
+_CAM_LAYER_WHAT = {
+    "keras": "the second conv layer (its ReLU is fused in)",
+    "torch": "the ReLU after the second conv layer",
+}
+
+
+def _vgg_attributions(out: Path, state: dict[str, Any]) -> list[Strip]:
+    vgg, photo = state["vgg_scope"], state["photo"]
+    steps = 4 if state["quick"] else 16
+    vgg_runs: list[tuple[str, dict[str, Any], str]] = [
+        ("gradcam", {"layer": "block5_conv3"}, "Grad-CAM at block5_conv3 · "),
+        ("integrated_gradients", {"steps": steps}, f"Integrated Gradients ({steps} steps) · "),
+    ]
+    panels = []
+    for method, options, prefix in vgg_runs:
+        with warnings.catch_warnings():  # random weights: empty maps are expected, and explained
+            warnings.simplefilter("ignore")
+            panels += attribution_panels(vgg, photo, method=method, out=out, stem=f"attr_vgg16_{method}",
+                                         prefix=prefix, **options)  # fmt: skip
+    text = "Untrained, so the explained class (the predicted one) is arbitrary and its probability near 1/1000."
+    return [Strip("VGG16 (random weights) · Grad-CAM and Integrated Gradients", panels, text)]
 
 
 def _maximisation(out: Path, state: dict[str, Any]) -> Section:
     from convscope.optim import objectives
 
     steps = 32 if state["quick"] else 128
-    figures = []
-    for fw in ("keras", "torch"):
-        scope = state[f"scope_{fw}"]
-        classes = scope.maximize(objectives.logit(range(10)), steps=steps, seed=0)
-        file = classes.save(out / f"maximize_{fw}_classes.png")
-        figures.append(Figure(file, f"{fw} · logit(k): the input each class 0–9 responds to most (default recipe)"))
-        # The centre neuron of each filter shows its 5x5 receptive-field pattern; a whole-channel
-        # objective on this shallow net converges to near-uniform images (the map's mean is linear-ish).
-        filters = scope.maximize([objectives.neuron("conv_1", c) for c in range(16)], steps=steps, seed=0, recipe="plain")
-        file = filters.save(out / f"maximize_{fw}_conv_1.png")
-        figures.append(Figure(file, f"{fw} · conv_1 filters 0–15: input that most excites each filter's centre unit"))
-    return Section(
-        "Activation maximisation",
-        "Inputs synthesised to excite a class logit or one channel (scope.maximize, scope.maximize_layer).",
-        figures=figures,
-    )
+    galleries: dict[str, list[Figure]] = {"logit": [], "channel": [], "neuron": []}
+    for fw in FRAMEWORKS:
+        scope, name, layer = state[f"scope_{fw}"], FRAMEWORKS[fw], PRE_RELU[fw]
+        runs = (
+            ("logit", objectives.logit(range(10)), "default", "classes", "logit objective: logit of class k, k = 0–9"),
+            ("channel", objectives.channel(layer, range(16)), "plain", "conv_1",
+             f"channel objective: mean of channel k of {layer}, k = 0–15"),
+            ("neuron", objectives.neuron(layer, range(16)), "plain", "conv_1_neuron",
+             f"neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15"),
+        )  # fmt: skip
+        for kind, objective, recipe, stem, what in runs:
+            vis = scope.maximize(objective, steps=steps, seed=0, recipe=recipe)
+            file = vis.save(out / f"maximize_{fw}_{stem}.png")
+            galleries[kind].append(Figure(file, f"{name} · {what} ({recipe} recipe, {steps} steps)"))
+    strips = [
+        Strip("Logit objective: the input each class 0–9 responds to most", galleries["logit"]),
+        Strip("Channel objective: mean of channel k over the whole map — a pattern that fills the image",
+              galleries["channel"], _CHANNEL_TEXT),
+        Strip("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field matters",
+              galleries["neuron"]),
+    ]  # fmt: skip
+    return Section("Activation maximisation", "Inputs synthesised with scope.maximize.", strips=strips)
 
 
-def _upscale(img: Any, factor: int) -> Any:
-    from PIL import Image
+_CHANNEL_TEXT = (
+    "conv_1 is read before its ReLU in both models (PyTorch: the Conv2d output conv_1; Keras, which fuses "
+    "the ReLU into the layer: conv_1:pre), so every channel has a gradient from the first step."
+)
 
-    return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
 
-
-def _photo(arr: Any) -> Any:
-    from PIL import Image
-
-    return Image.fromarray(arr)
+#: conv_1 before its ReLU in both models: PyTorch's Conv2d output, Keras' fused activation's input.
+PRE_RELU = {"keras": "conv_1:pre", "torch": "conv_1"}
 
 
 STEPS: list[tuple[str, Step]] = [
-    ("train twins", _twins),
+    ("train", _train),
     ("summaries", _summaries),
     ("feature maps", _feature_maps),
     ("filters", _filters),
@@ -205,7 +238,7 @@ def run_demo(
     """Run every demo step, writing PNGs, summaries and ``index.html`` into ``out``; returns the page.
 
     ``quick=True`` uses a smaller RGB example and fewer optimisation steps; ``cache_dir`` reuses
-    trained twin weights found there (default ``None``: train).
+    trained weights found there (default ``None``: train).
     """
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"quick": quick, "cache_dir": cache_dir}
@@ -213,5 +246,5 @@ def run_demo(
     todo = steps if steps is not None else STEPS
     for _, step in tqdm(todo, desc="convscope demo", unit="step"):
         sections.append(step(out, state))
-    intro = "What the digit ConvNet twins (Keras 3 and PyTorch) see, made with convscope."
+    intro = "What the same digit CNN, built in Keras 3 and in PyTorch, sees: made with convscope."
     return write_page(out / "index.html", "convscope demo", intro, sections)

@@ -5,15 +5,14 @@ Registered by :mod:`convscope.cli` through :func:`add_maximize_command` and :fun
 Examples::
 
     convscope maximize model.keras --layer conv_1 --channels 0-15 -o conv_1.png
-    convscope maximize pkg.nets:vgg16 --weights vgg.pt --layer features.17 --channels 0-7 --size 128 -o f17.png
-    convscope maximize model.keras --class 0-9 --steps 128 -o classes.png
+    convscope maximize pkg.nets:vgg16 --weights vgg.pt --layer features.17 --channels 0-7 --size 128 -o f17.jpg
+    convscope maximize model.keras --class 0-9 --steps 128          # writes maximize_class_0-9.png
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Any
 
 from convscope.errors import OptionError
@@ -40,7 +39,7 @@ def parse_indices(text: str, what: str = "channels") -> list[int]:
 
 def add_maximize_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``maximize`` verb to ``subparsers`` (from ``ArgumentParser.add_subparsers``); returns its parser."""
-    from convscope.cli import add_model_args
+    from convscope.cli import add_choice, add_model_args, add_picture_options
     from convscope.optim.objectives import OBJECTIVES
     from convscope.optim.recipes import RECIPES
 
@@ -55,10 +54,10 @@ def add_maximize_command(subparsers: Any) -> argparse.ArgumentParser:
     target.add_argument("--class", dest="classes", metavar="K", help="class index or range, e.g. 3 or 0-9")
     p.add_argument("--channels", help="channel indices/ranges of --layer, e.g. 0-15 (default: every channel)")
     per_layer = [k for k in ("channel", "neuron", "layer") if k in OBJECTIVES]
-    p.add_argument("--objective", choices=per_layer, default="channel",
-                   help="channel mean (default), neuron at the centre, or layer (DeepDream, one image)")  # fmt: skip
-    p.add_argument("--recipe", choices=list(RECIPES), default="default",
-                   help="; ".join(f"{k}: {r.description}" for k, r in RECIPES.items()))  # fmt: skip
+    add_choice(p, "--objective", per_layer, default="channel",
+               help="channel mean, neuron at the centre, or layer (DeepDream, one image)")  # fmt: skip
+    add_choice(p, "--recipe", list(RECIPES), default="default",
+               help="; ".join(f"{k}: {r.description}" for k, r in RECIPES.items()))  # fmt: skip
     p.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's, 256)")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's input size, else 128)")
     p.add_argument("--lr", type=float, help="Adam step size (default 0.05)")
@@ -66,7 +65,7 @@ def add_maximize_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images optimised together (default: what fits in memory)")
     p.add_argument("--cols", type=int, help="tiles per row (default: near-square)")
     p.add_argument("--no-labels", action="store_true", help="do not write labels above the images")
-    p.add_argument("-o", "--output", default="maximize.png", help="PNG file to write (default maximize.png)")
+    add_picture_options(p, "maximize_LAYER.png or maximize_class_K.png")
     return p  # type: ignore[no-any-return]
 
 
@@ -92,14 +91,19 @@ def build_objective(scope: Any, args: argparse.Namespace) -> Any:
 
 
 def run_maximize(scope: Any, args: argparse.Namespace) -> int:
-    """Handler of ``convscope maximize``: optimise, write the gallery PNG, print one summary line."""
+    """Handler of ``convscope maximize``: optimise, write the gallery picture, print one summary line."""
+    from convscope.cli import one_layer, picture_path, write_picture
+
+    if args.layer is not None:
+        one_layer(scope, args.layer, "an objective reads one layer")
     objective = build_objective(scope, args)
     vis = scope.maximize(objective, steps=args.steps, size=args.size, lr=args.lr, seed=args.seed,
                          recipe=args.recipe, batch_size=args.batch_size, progress=None)  # fmt: skip
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    vis.save(out, labels=not args.no_labels, cols=args.cols)
+    name = args.layer if args.layer is not None else f"class_{args.classes}"
+    out = write_picture(vis.grid(labels=not args.no_labels, cols=args.cols), picture_path(args, "maximize", name),
+                        getattr(args, "scale", 1))  # fmt: skip
     lo, hi = float(vis.values.min()), float(vis.values.max())
-    print(f"{objective.name}: {len(vis)} image(s) of {vis.images.shape[1]}×{vis.images.shape[2]}, "
-          f"{vis.meta['steps']} steps ({vis.meta['recipe']}), objective {lo:.4g}..{hi:.4g} -> {out}")  # fmt: skip
+    steps = f"{vis.meta['steps']} steps" + (" (the recipe's default)" if args.steps is None else "")
+    print(f"{objective.name}: {len(vis)} image(s) of {vis.images.shape[1]}×{vis.images.shape[2]}, {steps}, "
+          f"recipe {vis.meta['recipe']!r}, objective {lo:.4g}..{hi:.4g} -> {out}")  # fmt: skip
     return 0

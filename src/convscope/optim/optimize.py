@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -23,14 +25,14 @@ from tqdm import tqdm
 
 from convscope.adapters.base import Layout
 from convscope.capture import Capture, Recording, Target
-from convscope.errors import LayerNotFoundError, ModelError, OptionError
+from convscope.errors import ModelError, OptionError
 from convscope.optim.base import Context, Objective, ObjectiveLike, Shapes, as_objective
 from convscope.optim.params import ParamFactory, ParamKind, make_param
 from convscope.optim.recipes import Recipe, Settings, resolve_settings
 from convscope.optim.regularizers import Regularizer
 from convscope.optim.relu import redirect_relu
 from convscope.optim.transforms import Transform, apply_transforms
-from convscope.optim.visualization import Visualization, to_uint8
+from convscope.optim.visualization import Visualization, to_uint8, warn_if_blank
 
 _BYTES_PER_VALUE = 4 * 4  # float32, times about 4 copies: saved activation, its gradient, temporaries
 _CPU_BUDGET = 4 << 30
@@ -62,11 +64,13 @@ class Runner:
         self._factor = 255.0 * spec.scale
         self._mean = _per_channel(spec.mean, self.channels, self.device)
         self._std = _per_channel(spec.std, self.channels, self.device)
+        self._bgr = spec.bgr and self.channels == 3  # e.g. preprocess="caffe": the model takes BGR
 
     # -- pieces ----------------------------------------------------------------------------------
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) images in [0, 1] -> model input: scaled, normalised, in the model's layout."""
-        x = images * self._factor if self._factor != 1.0 else images
+        x = images.flip(1) if self._bgr else images
+        x = x * self._factor if self._factor != 1.0 else x
         if self._mean is not None:
             x = x - self._mean
         if self._std is not None:
@@ -177,9 +181,10 @@ class Runner:
 def _one_target(scope: Any, query: Any) -> Target:
     targets = scope.targets(query)
     if len(targets) != 1:
-        names = ", ".join(repr(t.key) for t in targets[:6])
-        raise LayerNotFoundError(f"layer query {query!r} matches {len(targets)} layers ({names}); an objective reads "
-                                 "one layer, so name one of them")  # fmt: skip
+        from convscope.layers import ambiguous
+
+        raise ambiguous(query, [scope.index.display_name(t.handle) for t in targets],
+                        "an objective reads one layer, so name one of them")  # fmt: skip
     return targets[0]  # type: ignore[no-any-return]
 
 
@@ -251,14 +256,18 @@ def maximize(
     show = total >= _PROGRESS_MIN_STEPS if progress is None else bool(progress)
     generator = torch.Generator().manual_seed(seed)
     parts: list[tuple[torch.Tensor, ...]] = []
-    with tqdm(total=total, desc=f"maximize {obj.name}"[:48], unit="step", disable=not show, leave=False) as bar:
+    live = show and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # a redrawn bar only where it redraws
+    start = time.perf_counter()
+    with tqdm(total=total, desc=f"maximize {obj.name}"[:48], unit="step", disable=not live, leave=False) as bar:
         for i, j in bounds:
             parts.append(runner.run(obj.slice(i, j), j - i, generator, bar))
+    if show and not live:  # logs and pipes: one line per finished job instead of bar frames
+        print(f"maximize {obj.name}: {total} steps in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     images, inputs, values, history = (torch.cat([p[k] for p in parts], dim=1 if k == 3 else 0) for k in range(4))
     meta = {"recipe": settings.recipe, "steps": settings.steps, "size": settings.size, "seed": seed,
             "lr": settings.lr, "param": str(getattr(settings.param, "value", settings.param)), "batch_size": chunk,
             "objective": obj.name}  # fmt: skip
-    return Visualization(
+    vis = Visualization(
         images=to_uint8(images),
         inputs=inputs,
         values=values.cpu().numpy().astype(np.float64),
@@ -267,6 +276,8 @@ def maximize(
         layout=runner.layout,
         meta=meta,
     )
+    warn_if_blank(vis)  # a flat grey picture is said out loud, never returned silently
+    return vis
 
 
 def maximize_layer(

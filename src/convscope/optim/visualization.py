@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from convscope._warnings import user_stacklevel
 from convscope.adapters.base import Layout
 from convscope.errors import OptionError
 from convscope.render.picture import Picture
@@ -142,3 +144,63 @@ class Visualization(Picture):
         more = " …" if len(self) > 4 else ""
         images = "1 image" if len(self) == 1 else f"{len(self)} images"
         return f"Visualization({images} {self.images.shape[1:3]}, values {{{shown}{more}}})"
+
+
+# -- results that would be silent blanks -----------------------------------------------------------------
+STILL_ATOL = 1e-8
+"""An objective that never leaves ``|v| < STILL_ATOL`` (or rises by less) did not move."""
+STILL_RTOL = 1e-3
+"""... nor one that rises by less than this fraction of its size (judged from ``MIN_STEPS`` steps)."""
+MIN_STEPS = 16
+FLAT_LEVELS = 2
+"""An image whose pixels all lie within this many uint8 levels is flat."""
+
+
+def still_images(values: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """Indices of images whose objective barely moved from the first step (``history[0]``) to the end
+    (``values``): never above ``STILL_ATOL`` in size, or (with at least ``MIN_STEPS`` steps) a rise below
+    ``STILL_RTOL`` of its size plus ``STILL_ATOL``."""
+    if len(history) == 0:
+        return np.zeros(0, dtype=np.intp)
+    start = history[0]
+    peak = np.abs(np.concatenate([history, values[None]])).max(axis=0)
+    still = peak < STILL_ATOL
+    if len(history) >= MIN_STEPS:
+        scale = np.maximum(np.abs(start), np.abs(values))
+        still |= values - start <= STILL_RTOL * scale + STILL_ATOL
+    return np.flatnonzero(still)
+
+
+def flat_images(images: np.ndarray) -> np.ndarray:
+    """Indices of (N, H, W, C) uint8 images whose pixels all lie within ``FLAT_LEVELS`` levels."""
+    flat = images.reshape(len(images), -1).astype(np.int16)
+    return np.flatnonzero(flat.max(axis=1) - flat.min(axis=1) <= FLAT_LEVELS)
+
+
+def _which(vis: Visualization, index: np.ndarray, show: Any) -> str:
+    parts = [f"{vis.labels[i]!r}: {show(i)}" for i in index[:4]]
+    return "; ".join(parts) + ("; …" if len(index) > 4 else "")
+
+
+def warn_if_blank(vis: Visualization) -> None:
+    """One warning for images whose objective barely moved (with start and end values and the likely
+    cause), one for the other images that came out flat (near-constant)."""
+    n, steps = len(vis), len(vis.history)
+    still = still_images(vis.values, vis.history)
+    if len(still):
+        start = vis.history[0]
+        moved = _which(vis, still, lambda i: f"{start[i]:.3g} -> {vis.values[i]:.3g}")
+        warnings.warn(f"maximize: the objective barely moved over {steps} steps for {len(still)} of {n} image(s) "
+                      f"({moved}): a dead or vanishing channel (its ReLU never fires, or values near 0), or an "
+                      "objective that does not depend on the input; the image stays at its random start. Try another layer "
+                      "or channel, or check the model's weights", stacklevel=user_stacklevel())  # fmt: skip
+    flat = np.setdiff1d(flat_images(vis.images), still)
+    if len(flat):
+        shown = _which(vis, flat, lambda i: f"pixels {int(vis.images[i].min())}..{int(vis.images[i].max())}")
+        ends = all(int(vis.images[i].min()) >= 255 - FLAT_LEVELS or int(vis.images[i].max()) <= FLAT_LEVELS
+                   for i in flat)  # fmt: skip
+        why = ("saturated: the objective grows with overall brightness (or darkness), so a uniform image is its "
+               "optimum" if ends else "the gradient barely reached the pixels; try more steps, a larger lr or "
+               "recipe='plain'")  # fmt: skip
+        warnings.warn(f"maximize: {len(flat)} of {n} image(s) came out flat, near-constant ({shown}): {why}",
+                      stacklevel=user_stacklevel())  # fmt: skip

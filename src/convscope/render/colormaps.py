@@ -122,8 +122,8 @@ def to_index(values01: np.ndarray) -> np.ndarray:
     values = np.asarray(values01)
     if values.dtype == np.uint8:
         return values
-    scaled = np.nan_to_num(values.astype(np.float32) * np.float32(255.0) + np.float32(0.5))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    inside = np.clip(values, 0, 1).astype(np.float32)  # clip first: huge values cannot overflow the scaling
+    return np.nan_to_num(inside * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 def apply_cmap(values01: np.ndarray, cmap: str = "gray") -> np.ndarray:
@@ -203,12 +203,36 @@ def normalize_to_uint8(
         centre, reach, offset = np.zeros_like(span), top / 2, top / 2 + 0.5
     else:
         span, centre, reach, offset = hi - lo, lo, float(top), 0.5
-    gain = np.divide(reach, span, out=np.zeros(span.shape), where=span > 0)
-    out = np.subtract(flat, centre.astype(np.float32), dtype=np.float32)
-    out *= gain.astype(np.float32)
+    out = _stretch(flat, centre, span, reach)
     out += np.float32(offset)
     np.clip(out, 0, top, out=out)
     return out.astype(np.uint8).reshape(x.shape)
+
+
+_SAFE_GAIN = 1e30  # float32 holds up to 3.4e38: ``(v - centre) * gain`` cannot overflow below this
+
+
+def _stretch(flat: np.ndarray, centre: np.ndarray, span: np.ndarray, reach: float) -> np.ndarray:
+    """``(flat - centre) * reach / span`` as float32 (0 where ``span`` is 0), without overflow or
+    RuntimeWarnings also when ``span`` is denormal-small (a vanishing layer, values ~1e-39).
+
+    The usual case multiplies by a float32 gain; a gain too large for float32 (or values too large
+    to subtract safely) takes a float64 path that divides before it multiplies, so every step stays
+    within ``[-1, 1] * reach``."""
+    span64 = span.astype(np.float64)
+    big = float(np.abs(flat).max(initial=0.0)) if flat.size else 0.0
+    with np.errstate(divide="ignore", over="ignore"):
+        gain = np.divide(reach, span64, out=np.zeros(span64.shape), where=span64 > 0)
+    if float(gain.max(initial=0.0)) < _SAFE_GAIN and big < _SAFE_GAIN:
+        out = np.subtract(flat, centre.astype(np.float32), dtype=np.float32)
+        out *= gain.astype(np.float32)
+        return out
+    wide = np.subtract(flat, centre, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # a span beyond float64 (e.g. -1e308..1e308): inf -> 0
+        np.divide(wide, span64, out=wide, where=span64 > 0)
+        wide[~np.isfinite(wide)] = 0.0
+        wide *= np.where(span64 > 0, reach, 0.0)
+    return wide.astype(np.float32)
 
 
 def pad_colour(pad_value: PadValue) -> np.ndarray:

@@ -56,29 +56,61 @@ def overlay(image: np.ndarray, values01: np.ndarray, *, alpha: float = 0.5, cmap
 
     Example: ``overlay(photo, att.maps[0], alpha=0.4, cmap="inferno").save("heat.png")``.
     """
+    rgb, values = _checked(image, values01, alpha)
+    return Image.fromarray(_blend(rgb, values, alpha, cmap))
+
+
+def overlay_on_photo(
+    photo: np.ndarray, values01: np.ndarray, *, resize: str = "squash", alpha: float = 0.5, cmap: str = "turbo"
+) -> Image.Image:
+    """A model-input-sized map drawn on the original ``photo`` at the photo's own resolution.
+
+    ``resize`` is how the photo was brought to the map's (input) size: ``"squash"`` (the map is
+    stretched over the whole photo), ``"crop"`` (the map covers the centre region the model saw; the
+    rest of the photo stays uncoloured) or ``"pad"`` (the padding is cut off the map first). Other
+    arguments as for :func:`overlay`.
+
+    Example: ``overlay_on_photo(np.asarray(Image.open("cat.jpg")), att.maps[0], resize="crop")``.
+    """
+    from convscope.preprocessing import Placement
+
+    rgb, values = _checked(photo, values01, alpha)
+    (h, w), (mh, mw) = rgb.shape[:2], values.shape
+    place = Placement.of((h, w), (mh, mw), resize)
+    left, top, right, bottom = place.input_box()
+    x0, y0, x1, y1 = place.photo_box()
+    out = rgb.copy()
+    out[y0:y1, x0:x1] = _blend(rgb[y0:y1, x0:x1], values[top:bottom, left:right], alpha, cmap)
+    return Image.fromarray(out)
+
+
+def _checked(image: np.ndarray, values01: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
         raise OptionError(f"alpha={alpha!r} is not allowed; pass a number in [0, 1]")
-    rgb = _rgb(image)
     values = np.asarray(values01)
     if values.ndim != 2:
         raise InputError(f"overlay needs a 2-D map; received shape {values.shape}")
+    return _rgb(image), values
+
+
+def _blend(rgb: np.ndarray, values: np.ndarray, alpha: float, cmap: str) -> np.ndarray:
+    """``(1 − alpha) · rgb + alpha · cmap(values)``, the map resized to ``rgb``; uint8 (H, W, 3)."""
     colours = apply_cmap(np.clip(resize_map(values, rgb.shape[:2]), 0.0, 1.0), cmap).astype(np.float32)
     out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def tile(images: Sequence[Image.Image | np.ndarray], *, cols: int | None = None, padding: int = 2) -> Image.Image:
-    """Equal-sized RGB images laid out row by row on white, ``padding`` pixels apart (default 2).
+    """RGB images laid out row by row on white, ``padding`` pixels apart (default 2).
 
-    ``cols=None`` gives a near-square grid (``ceil(sqrt(n))`` columns).
+    ``cols=None`` gives a near-square grid (``ceil(sqrt(n))`` columns). Images of different sizes are
+    centred in cells of the largest height and width.
 
     Example: ``tile([att.overlay(i) for i in range(len(att))], cols=4)``.
     """
     arrays = [_rgb(np.asarray(im)) for im in images]
     if not arrays:
         raise InputError("tile needs at least one image")
-    if len({a.shape for a in arrays}) > 1:
-        raise InputError(f"tile needs images of one size; received {sorted({a.shape for a in arrays})}")
     n = len(arrays)
     cols = cols if cols is not None else math.ceil(math.sqrt(n))
     if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
@@ -87,9 +119,10 @@ def tile(images: Sequence[Image.Image | np.ndarray], *, cols: int | None = None,
         raise OptionError(f"padding={padding!r} is not allowed; pass an int >= 0")
     cols = min(cols, n)
     rows = math.ceil(n / cols)
-    h, w = arrays[0].shape[:2]
+    h, w = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
     out = np.full((rows * (h + padding) - padding, cols * (w + padding) - padding, 3), 255, dtype=np.uint8)
     for i, a in enumerate(arrays):
         r, c = divmod(i, cols)
-        out[r * (h + padding) : r * (h + padding) + h, c * (w + padding) : c * (w + padding) + w] = a
+        top, left = r * (h + padding) + (h - a.shape[0]) // 2, c * (w + padding) + (w - a.shape[1]) // 2
+        out[top : top + a.shape[0], left : left + a.shape[1]] = a
     return Image.fromarray(out)
