@@ -1,10 +1,10 @@
 """Image parameterisations: the tensors the optimiser changes, and how they become an image in [0, 1].
 
-* ``pixel``: one value per pixel and channel (the seed's / Erhan et al.'s baseline).
+* ``pixel``: one value per pixel and channel (Erhan et al. 2009's gradient ascent on pixels).
 * ``fft``: a Fourier spectrum scaled by ``1 / frequency``, so low frequencies move first (Lucid).
 
 Either can be colour-decorrelated (3-channel models: Lucid's ImageNet colour basis; other channel counts:
-identity unless you pass a matrix) and squashed into [0, 1] with a sigmoid, or clamped (the plain recipe).
+identity unless you pass a matrix) and squashed into [0, 1] with a sigmoid, or clamped (the plain recipe, and the default one under 64 px).
 
 Example::
 
@@ -109,11 +109,11 @@ class _Image:
 
 class PixelImage(_Image):
     """One free value per pixel. With ``clamp`` squashing it starts as grey noise and is clamped after each
-    step (the seed's projected gradient ascent); with ``sigmoid`` it starts near 0.5 grey."""
+    step (projected gradient ascent); with ``sigmoid`` it starts near 0.5 grey."""
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], *, colour: torch.Tensor | None,
                  squash: Squash, generator: torch.Generator, device: torch.device, sd: float = 0.01) -> None:  # fmt: skip
-        if squash is Squash.CLAMP and colour is None:  # grey noise in [0.4, 0.6], like the seed's start
+        if squash is Squash.CLAMP and colour is None:  # grey noise in [0.4, 0.6]
             tensor = 0.4 + 0.2 * torch.rand((n, channels, *size), generator=generator)
         else:
             tensor = torch.randn((n, channels, *size), generator=generator) * sd

@@ -175,12 +175,32 @@ def compose(*transforms: Transform | Sequence[Transform]) -> Compose:
     return Compose(tuple(_flatten(transforms)))
 
 
+REFERENCE_SIDE = 128
+"""Shorter image side (px) from which :func:`standard_transforms` are Lucid's full strength."""
+SMALL_SIDE = 32
+"""Shorter image side (px) at and below which :func:`standard_transforms` are at their mildest."""
+
+
+def transform_strength(size: Size) -> float:
+    """How strong the default transforms are for images of ``size`` (H, W): 0 when the shorter side is
+    ``<= 32`` px, 1 from 128 px on, linear in between. Example: ``transform_strength((28, 28)) == 0.0``"""
+    return min(1.0, max(0.0, (min(size) - SMALL_SIDE) / (REFERENCE_SIDE - SMALL_SIDE)))
+
+
 def standard_transforms(size: Size) -> Compose:
-    """The default recipe's transforms for images of ``size`` (H, W); the size is kept, so models with a
-    fixed input size work: pad ``p = max(1, round(min(H, W) / 16))``, jitter ``2p``, scale 0.9-1.1, ±10°.
+    """The default recipe's transforms for images of ``size`` (H, W), scaled to the image; the size is kept,
+    so models with a fixed input size work.
+
+    With ``t = transform_strength(size)`` and ``side = min(H, W)``: pad ``p = max(1, round(side * (1 + t) / 32))``
+    (mirrored), jitter ``2p``, zoom ``1 ± (0.1 - 0.08 (1 - t))``, rotate ``±(10 - 8 (1 - t))°``. From 128 px on
+    that is Lucid's recipe (``p = side / 16``, zoom 0.9-1.1, ±10°; 224 px: pad 14, jitter 28); at 28 px it is
+    pad 1, jitter 2, zoom 0.98-1.02, ±2°, because a small net's features are a few pixels wide and stronger
+    resampling blurs them away.
     """
-    p = max(1, round(min(size) / 16))
-    return compose(pad(p), jitter(2 * p), random_scale(0.9, 1.1), random_rotate(10.0))
+    t = transform_strength(size)
+    p = max(1, round(min(size) * (1 + t) / 32))
+    zoom, degrees = 0.1 - 0.08 * (1 - t), 10.0 - 8.0 * (1 - t)
+    return compose(pad(p), jitter(2 * p), random_scale(1 - zoom, 1 + zoom), random_rotate(degrees))
 
 
 # -- applying -------------------------------------------------------------------------------------
