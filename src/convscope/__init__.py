@@ -36,22 +36,35 @@ __all__ = [
     "OptionError",
     "Scan",
     "Scope",
+    "StoreMismatchError",
     "__version__",
     "attribution",
     "metrics",
     "objectives",
+    "report",
     "sample_image",
+    "serve",
 ]
 
 if TYPE_CHECKING:
     from convscope import attribution
     from convscope.attribution import metrics
+    from convscope.dataset.errors import StoreMismatchError
     from convscope.dataset.scan import Scan
+    from convscope.explorer import serve
     from convscope.optim import objectives
+    from convscope.reporting import report
     from convscope.samples import sample_image
     from convscope.scope import Scope
 
-_LAZY = {"Scan": "convscope.dataset.scan", "Scope": "convscope.scope", "sample_image": "convscope.samples"}
+_LAZY = {
+    "Scan": "convscope.dataset.scan",
+    "StoreMismatchError": "convscope.dataset.errors",
+    "Scope": "convscope.scope",
+    "report": "convscope.reporting",
+    "sample_image": "convscope.samples",
+    "serve": "convscope.explorer",
+}
 _SUBMODULES = {
     "attribution": "convscope.attribution",
     "metrics": "convscope.attribution.metrics",

@@ -27,6 +27,10 @@ PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WE
 _PLUGINS = {
     "maximize": ("convscope.optim.cli", "add_maximize_command", "run_maximize"),
     "attribute": ("convscope.attribution.cli", "add_attribute_command", "run_attribute"),
+    "serve": ("convscope.explorer.cli", "add_serve_command", "run_serve"),
+    "report": ("convscope.reporting.cli", "add_report_command", "run_report"),
+    "scan": ("convscope.dataset.cli", "add_scan_command", "run_scan"),
+    "top": ("convscope.dataset.cli", "add_top_command", "run_top"),
 }
 
 
@@ -330,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_picture_options(args)
             if args.command == "demo":
                 return run_demo(args)
-            scope = load_scope(args)
+            scope = load_scope(args) if hasattr(args, "model") else None  # `top` reads a store, no model
             return runners[args.command](scope, args)
         except ConvscopeError as exc:
             print(f"convscope: error: {cli_message(str(exc))}", file=sys.stderr)

@@ -45,6 +45,16 @@ class Scope:
         acts["features.0"].grid(cols=8)
     """
 
+    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A Keras model on the TensorFlow/JAX backend gets a ``BridgedScope`` (see ``convscope.bridge``)."""
+        from convscope.bridge import needs_bridge
+
+        if cls is Scope and needs_bridge(model):
+            from convscope.bridge.bridged import BridgedScope
+
+            return BridgedScope(model, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any,
@@ -424,6 +434,9 @@ class Scope:
         k: int = 16,
         store: Any = None,
         batch_size: int = 64,
+        shard_size: int = 1024,
+        backend: str = "local",
+        overwrite: bool = False,
         progress: bool = True,
     ) -> Any:
         """Stream ``data`` through the model once; per channel keep the exact top-``k`` images (by spatial
@@ -433,14 +446,20 @@ class Scope:
             data: an image folder (recursive; class sub-folders become labels), a list of paths, a numpy
                 array of images, a torch ``Dataset``/``DataLoader``, or an iterable of batches ``x``/``(x, y)``.
             layers: layer queries (default ``None``: every conv layer); one forward pass records them all.
-            k: images kept per channel (default 16). store: must be ``None`` in this release.
-            batch_size: images per forward pass (default 64). progress: tqdm bar (default ``True``).
+            k: images kept per channel (default 16).
+            store: a folder to write the scan to and resume from (default ``None``: memory only); a store
+                of another model, preprocessing, data, layer set or k raises ``StoreMismatchError``
+                unless ``overwrite=True`` (default ``False``).
+            batch_size: images per forward pass (default 64). shard_size: images per shard, the unit of
+                resuming (default 1024). backend: ``"local"`` (default; ``"ray"`` is not available yet).
+            progress: a tqdm bar on a terminal, else one line per shard, on stderr (default ``True``).
 
         Example: ``scope.scan("photos/", layers="layer4", k=9).top("layer4", 7).grid()``
         """
         from convscope.dataset.scan import scan
 
-        return scan(self, data, layers=layers, k=k, store=store, batch_size=batch_size, progress=progress)
+        return scan(self, data, layers=layers, k=k, store=store, batch_size=batch_size, shard_size=shard_size,
+                    backend=backend, overwrite=overwrite, progress=progress)
 
     def receptive_field(self, layer: LayerQuery) -> Any:
         """``layer``'s receptive field from the real graph: ``.size``, ``.stride``, ``.box(y, x, clip=False)``

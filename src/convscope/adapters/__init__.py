@@ -33,7 +33,8 @@ def adapt(model: Any, *, input_shape: tuple[int, ...] | None = None) -> ModelAda
                 f"this Keras model runs on the {keras.backend.backend()!r} backend; convscope needs the "
                 "torch backend. Set KERAS_BACKEND=torch before importing keras (e.g. "
                 "`import os; os.environ['KERAS_BACKEND'] = 'torch'` as the first line), then load the "
-                "model again: the model file loads unchanged."
+                "model again: the model file loads unchanged. (cs.Scope(model) does this by itself: it runs "
+                "the model in a torch-backend worker process.)"
             )
         from convscope.adapters.keras import KerasAdapter
 

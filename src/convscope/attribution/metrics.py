@@ -117,6 +117,9 @@ def _curve(
     score: str,
     batch_size: int,
 ) -> Curve:
+    if getattr(scope, "bridged", False):  # Keras on TensorFlow/JAX: computed in the scope's worker process
+        return scope._call(f"convscope.attribution.metrics:{kind}", attribution, inputs=inputs, target=target,  # type: ignore[attr-defined, no-any-return]
+                           steps=steps, baseline=baseline, score=score, batch_size=batch_size)  # fmt: skip
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise OptionError(f"{kind}: {name}={value!r} is not allowed; pass a positive int")

@@ -1,0 +1,60 @@
+"""``cs.report``: the whole model on one self-contained HTML page (a frozen explorer).
+
+Example::
+
+    import convscope as cs
+    scope = cs.Scope(model, input_shape=(3, 224, 224))
+    cs.report(scope, ["cat.jpg", "dog.jpg"], out="report.html", methods=("gradcam", "saliency"))
+
+The page model is :mod:`convscope.reporting.model` (shared with the explorer); :mod:`convscope.reporting.html`
+writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from convscope.reporting.html import INLINE_BYTES, Written, write_html
+from convscope.reporting.model import Page, build_page
+
+__all__ = ["Page", "Written", "build_page", "report", "write_html"]
+
+
+def report(
+    scope: Any,
+    inputs: Any,
+    out: str | Path = "report.html",
+    *,
+    scan: Any = None,
+    layers: Any = None,
+    methods: Sequence[str] = ("gradcam",),
+    maximize: bool = False,
+    labels: Any = None,
+    targets: Sequence[int] | None = None,
+    sanity: bool = False,
+    metric_steps: int = 20,
+    maximize_steps: int = 128,
+    inline_bytes: int = INLINE_BYTES,
+    title: str | None = None,
+) -> Written:
+    """Write one HTML report of ``scope`` on ``inputs`` (an image or a list) to ``out``; returns :class:`Written`
+    (``.path``, ``.assets``, ``.total_bytes``).
+
+    Defaults: ``out="report.html"``; ``scan=None`` (a :class:`convscope.Scan` adds dataset examples);
+    ``layers=None`` (every conv and dense layer; any layer query otherwise); ``methods=("gradcam",)``
+    (attribution methods, ``()`` for none); ``maximize=False`` (feature visualisations of each layer's top
+    channels, ``maximize_steps=128`` steps); ``labels=None`` (class names: a list or a file, one per line);
+    ``targets=None`` (each image's top-1 class, or class indices); ``sanity=False`` (run
+    ``Scope.sanity_check`` per method); ``metric_steps=20`` (deletion/insertion steps);
+    ``inline_bytes`` (6 MB: embedded pictures beyond it go to ``<stem>_assets/`` beside the page).
+
+    The page makes no network request and opens from ``file://``.
+
+    Example: ``cs.report(scope, "digit.png", out="digit.html", layers="conv*", methods=())``.
+    """
+    page = build_page(scope, inputs, layers=layers, methods=methods, targets=targets, maximize=maximize,
+                      scan=scan, labels=labels, sanity=sanity, metric_steps=metric_steps,
+                      maximize_steps=maximize_steps, title=title)  # fmt: skip
+    return write_html(page, out, inline_bytes=inline_bytes)

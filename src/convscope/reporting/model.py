@@ -1,0 +1,276 @@
+"""The page model shared by the HTML report and the live explorer: plain dataclasses built from result objects.
+
+The report is a frozen explorer: both show the same :class:`Page`. :func:`build_page` fills it by calling
+only the library's public results — ``Scope.summary``, ``Scope.predict``, ``Scope.activations`` (one pass
+for all images), ``FeatureMaps.grid``, ``Scope.filters``, ``Scope.maximize_layer``, ``Scope.attribute``,
+``cs.metrics.deletion``/``insertion``, ``Scope.sanity_check`` and ``Scan.top``/``.patches``/``.stats``.
+Nothing here computes model facts of its own: rankings and value ranges are read off the arrays those
+results hold (channel mean, min, max), and pictures are the results' own renderings.
+
+Pictures are :class:`PictureRef` objects — a stable ``key``, a ``caption`` (normalisation and value range)
+and ``alt`` text built from facts — rendered lazily by :meth:`PictureRef.image` (then cached), so a live
+app can build the page cheaply and draw only what is asked for. Layout of the model::
+
+    Page
+      header:  model_name, framework, summary (rows, totals), preprocessing, versions
+      images:  [ImageView(index, name, picture, predictions=[Prediction(rank, index, name, probability)])]
+      layers:  [LayerSection(info=LayerInfo(name, type, output_shape, params, channels, kind),
+                             kernels, features, views=[LayerView per image])]
+               LayerView: ranking (every ChannelStat, best mean first), top (top-16 TileRefs, each a
+               PictureRef plus its ChannelStat), mosaic (all channels, ONE picture), strip (vector
+               layers), notice (dead/flat layer, in the library's words), dataset (scan examples)
+      attributions: [AttributionView(image_index, method, target, pictures input | map | overlay,
+                     deletion_auc, insertion_auc, sanity)]
+
+Example::
+
+    page = build_page(scope, ["cat.jpg", "dog.jpg"], layers="conv*", methods=("gradcam",))
+    page.layers[0].views[1].top[0].stat        # ChannelStat(channel=41, rank=1, mean=0.82, ...)
+    page.layers[0].views[1].mosaic.image()     # PIL image of every channel, rendered on first use
+    page.layer("conv_1").info.output_shape     # "(None, 64, 26, 26)"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from convscope.errors import LayerNotFoundError, OptionError
+
+TOP = 16
+"""Channels shown per layer and image (best mean activation first)."""
+
+
+@dataclass
+class PictureRef:
+    """One picture of the page: ``key`` (unique, stable: ``"layer/conv_1/image/0/mosaic"``), ``caption``
+    (states normalisation and value range), ``alt`` (facts: ``"conv_1 channel 41, rank 3 of 64, mean 0.82"``)
+    and ``render`` (a no-argument callable giving the PIL image; :meth:`image` calls it once and caches)."""
+
+    key: str
+    caption: str
+    alt: str
+    render: Callable[[], Image.Image] = field(repr=False)
+    _cached: Image.Image | None = field(default=None, repr=False)
+
+    def image(self) -> Image.Image:
+        if self._cached is None:
+            self._cached = self.render()
+        return self._cached
+
+
+@dataclass(frozen=True)
+class ChannelStat:
+    """One channel of one layer for one image: ``rank`` 1 = highest ``mean`` activation; ``low``/``high``
+    are the channel's minimum and maximum."""
+
+    channel: int
+    rank: int
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass
+class TileRef:
+    """A top channel's own picture plus its facts."""
+
+    stat: ChannelStat
+    picture: PictureRef
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of an image's top-k classes."""
+
+    rank: int
+    index: int
+    name: str | None
+    probability: float
+
+
+@dataclass
+class ImageView:
+    """One input image: ``name`` (file name or ``"image N"``), its ``picture`` as the model sees it (after
+    resizing, preprocessing undone) and its top-5 ``predictions`` (empty for a feature extractor)."""
+
+    index: int
+    name: str
+    picture: PictureRef
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer's row of the summary. ``kind``: ``"spatial"`` (maps), ``"vector"`` (units) or ``"other"``."""
+
+    name: str
+    type: str
+    output_shape: str
+    params: int
+    channels: int
+    kind: str
+    anchor: str
+
+
+@dataclass
+class DatasetExamples:
+    """A scan's top images of one channel and their receptive-field patches."""
+
+    channel: int
+    images: PictureRef
+    patches: PictureRef
+
+
+@dataclass
+class LayerView:
+    """One layer for one image. ``ranking`` holds every channel, best mean first; ``top`` the first
+    :data:`TOP` as tiles (spatial layers); ``mosaic`` every channel in one picture (spatial) and ``strip``
+    the units of a vector layer; ``notice`` says when the layer is dead, flat or vanishing."""
+
+    layer: str
+    image_index: int
+    ranking: list[ChannelStat]
+    top: list[TileRef]
+    mosaic: PictureRef | None
+    strip: PictureRef | None
+    notice: str | None
+    dataset: list[DatasetExamples] = field(default_factory=list)
+    top_caption: str = ""
+    """The caption of the top tiles together: count, ordering, normalisation and value range."""
+
+
+@dataclass
+class LayerSection:
+    """Everything about one layer: facts, kernels (conv layers), feature visualisations (when asked) and
+    one :class:`LayerView` per image."""
+
+    info: LayerInfo
+    kernels: PictureRef | None
+    features: PictureRef | None
+    views: list[LayerView]
+
+
+@dataclass
+class AttributionView:
+    """One image explained by one method for one target: pictures ``input | map | overlay`` and the
+    library's faithfulness figures (deletion AUC: lower is better; insertion AUC: higher is better)."""
+
+    image_index: int
+    method: str
+    target: int | None
+    target_name: str | None
+    layer: str | None
+    pictures: list[PictureRef]
+    deletion_auc: float
+    insertion_auc: float
+    sanity: str | None = None
+
+
+@dataclass
+class Page:
+    """The whole page; see the module docstring for its layout."""
+
+    title: str
+    model_name: str
+    framework: str
+    summary: Any  # convscope.summary.ModelSummary
+    preprocessing: dict[str, str]
+    versions: dict[str, str]
+    images: list[ImageView]
+    layers: list[LayerSection]
+    attributions: list[AttributionView]
+    notes: list[str] = field(default_factory=list)
+
+    def layer(self, name: str) -> LayerSection:
+        for section in self.layers:
+            if section.info.name == name:
+                return section
+        raise LayerNotFoundError(f"no layer {name!r} on this page; layers: {', '.join(s.info.name for s in self.layers)}")
+
+    def pictures(self) -> list[PictureRef]:
+        """Every picture in page order (header, layers, attributions)."""
+        out = [v.picture for v in self.images]
+        for s in self.layers:
+            out += [p for p in (s.kernels, s.features) if p is not None]
+            for v in s.views:
+                out += [t.picture for t in v.top] + [p for p in (v.mosaic, v.strip) if p is not None]
+                for d in v.dataset:
+                    out += [d.images, d.patches]
+        for a in self.attributions:
+            out += a.pictures
+        return out
+
+
+def versions() -> dict[str, str]:
+    """convscope, torch and (when installed) keras versions, read without importing keras."""
+    import torch
+
+    from convscope import __version__
+
+    out = {"convscope": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        out["keras"] = metadata.version("keras")
+    return out
+
+
+def image_names(inputs: Sequence[Any]) -> list[str]:
+    return [Path(x).name if isinstance(x, str | Path) else f"image {i}" for i, x in enumerate(inputs)]
+
+
+def as_list(inputs: Any) -> list[Any]:
+    """One image or a list of them (paths, PIL images, uint8 arrays) as a list."""
+    if isinstance(inputs, list | tuple):
+        if not inputs:
+            raise OptionError("inputs=[]: give at least one image (a path, PIL image or uint8 array)")
+        return list(inputs)
+    return [inputs]
+
+
+def build_page(
+    scope: Any,
+    inputs: Any,
+    *,
+    layers: Any = None,
+    methods: Sequence[str] = ("gradcam",),
+    targets: Sequence[int] | None = None,
+    maximize: bool = False,
+    scan: Any = None,
+    labels: Any = None,
+    sanity: bool = False,
+    metric_steps: int = 20,
+    maximize_steps: int = 128,
+    title: str | None = None,
+) -> Page:
+    """Build the :class:`Page` for ``scope`` and ``inputs`` (one image or a list).
+
+    ``layers=None`` shows every conv and dense layer (leaf layers with a 2-D or 4-D kernel), else any layer
+    query; ``methods`` attribution methods (``()`` for none); ``targets`` class indices explained (default
+    ``None``: each image's top-1 class); ``maximize`` adds feature visualisations of each layer's top
+    channels for the first image (``maximize_steps`` steps); ``scan`` a :class:`convscope.Scan` for
+    dataset examples; ``labels`` class names (list or file); ``sanity`` runs ``Scope.sanity_check`` per
+    method; ``metric_steps`` the deletion/insertion steps (default 20).
+    """
+    from convscope.reporting.views import attribution_views, image_views, layer_sections
+
+    items = as_list(inputs)
+    names = image_names(items)
+    summary = scope.summary()
+    spec = scope.input_spec()
+    pre = {k: ("default" if v is None else str(getattr(v, "value", v))) for k, v in scope.preprocessing().items()}
+    pre |= {"layout": scope.layout.value, "input size": "×".join(map(str, spec.size)) if spec.size else "as given",
+            "channels": str(spec.channels) if spec.channels else "as given"}  # fmt: skip
+    images = image_views(scope, items, names, labels)
+    sections = layer_sections(scope, items, summary, layers=layers, maximize=maximize, scan=scan,
+                              maximize_steps=maximize_steps)  # fmt: skip
+    attributions = attribution_views(scope, items, images, methods=methods, targets=targets, sanity=sanity,
+                                     steps=metric_steps)  # fmt: skip
+    return Page(title or f"convscope report · {summary.model_name}", summary.model_name, scope.framework, summary,
+                pre, versions(), images, sections, attributions)  # fmt: skip

@@ -1,0 +1,78 @@
+"""Issue 10: Keras models on the TensorFlow and JAX backends, through a torch-backend worker process.
+
+The per-backend checks live in tests/bridge_checks.py and run in a fresh interpreter per backend
+(Keras picks its backend once per process); both backends run at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convscope as cs
+from convscope.bridge import needs_bridge
+
+CHECKS = Path(__file__).with_name("bridge_checks.py")
+EXPECTED = ["activations_equal_submodel_predict", "summary_equals_keras", "gradcam_and_saliency_equal_tape",
+            "every_method_runs", "one_more_fit_step_is_reflected", "killed_worker_errors_then_restarts",
+            "close_and_with", "unmovable_models_are_clear_errors"]  # fmt: skip
+RUNS = {"tensorflow": ["apps"], "jax": []}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, subprocess.CompletedProcess[str]]:
+    for name in ("tensorflow", "jax"):
+        pytest.importorskip(name)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    procs = {b: subprocess.Popen([sys.executable, str(CHECKS), b, *extra], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+             for b, extra in RUNS.items()}  # fmt: skip
+    out: dict[str, subprocess.CompletedProcess[str]] = {}
+    for b, p in procs.items():
+        stdout, stderr = p.communicate(timeout=600)
+        out[b] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    return out
+
+
+@pytest.mark.parametrize("backend", list(RUNS))
+def test_every_check_passes(runs: dict[str, Any], backend: str) -> None:
+    run = runs[backend]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    done = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("ok ")]
+    assert [d for d in done if d != "application"] == EXPECTED
+    if "apps" in RUNS[backend]:
+        assert {line.split()[2] for line in run.stdout.splitlines() if line.startswith("ok application")} == {
+            "VGG16", "ResNet50", "MobileNetV2"}
+    assert "ALL OK" in run.stdout
+
+
+@pytest.mark.parametrize("backend", list(RUNS))
+def test_interpreter_exit_stops_the_worker(runs: dict[str, Any], backend: str) -> None:
+    line = next(line for line in runs[backend].stdout.splitlines() if line.startswith("ATEXIT_PID="))
+    pid = int(line.split("=")[1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"worker {pid} outlived its interpreter")
+
+
+def test_keras2_models_are_one_clear_error() -> None:
+    fake = type("Sequential", (), {"__module__": "tf_keras.src.engine.sequential"})()
+    with pytest.raises(cs.ConvscopeError, match="Keras 2.*Keras 3.*load_model"):
+        cs.Scope(fake)
+
+
+def test_torch_models_and_torch_keras_do_not_bridge(torch_net: Any) -> None:
+    assert not needs_bridge(torch_net)
+    assert not needs_bridge(None)
+    assert type(cs.Scope(torch_net)).__name__ == "Scope"

@@ -1,0 +1,300 @@
+"""``cs.report`` / ``convscope report``: one self-contained HTML page, checked by parsing it and in a real browser.
+
+Structure is read with ``html.parser``; the top-16 tiles are compared with an independent ranking of
+``scope.activations`` by channel mean; every embedded picture must decode; the page must reference nothing
+on the network; and Debian's chromium (through Playwright) must render it from ``file://`` with every
+network request aborted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import convscope as cs
+from convscope.demo.models import torch_digits_model
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]  # fmt: skip
+VOID = {"img", "meta", "br", "input", "link", "hr", "source", "wbr"}
+ALT = re.compile(r"^(?P<layer>\S+) channel (?P<c>\d+), rank (?P<r>\d+) of (?P<n>\d+), mean (?P<m>\S+)$")
+RANGE = re.compile(r"\[-?[\d.]+(e[-+]?\d+)?, -?[\d.]+(e[-+]?\d+)?\]|0–255")
+
+
+class Page(HTMLParser):
+    """Every element's ancestry: images with their layer/view/figure, figure captions, layer sections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, dict[str, str], int]] = []
+        self.images: list[dict[str, Any]] = []
+        self.captions: dict[int, str] = {}
+        self.sections: list[dict[str, str]] = []
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self._figures = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag == "details" and "layer" in a.get("class", "").split():
+            self.sections.append(a)
+        if tag == "img":
+            info = dict(a)
+            for t, ta, n in reversed(self.stack):
+                if t == "figure" and "figure" not in info:
+                    info["figure"] = n
+                if t == "div" and "view" in ta.get("class", "").split():
+                    info.setdefault("view", ta["data-image"])
+                if t == "details" and "data-layer" in ta:
+                    info.setdefault("layer", ta["data-layer"])
+            self.images.append(info)
+        if tag in VOID:
+            return
+        n = 0
+        if tag == "figure":
+            self._figures += 1
+            n = self._figures
+        self.stack.append((tag, a, n))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            t, _, _ = self.stack.pop()
+            if t == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self.stack and self.stack[-1][0] == "figcaption":
+            figure = next(n for t, _, n in reversed(self.stack) if t == "figure")
+            self.captions[figure] = self.captions.get(figure, "") + data
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def digit_scope() -> cs.Scope:
+    torch.manual_seed(0)
+    return cs.Scope(torch_digits_model(seed=0), input_shape=(1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Any]:
+    return [cs.sample_image("digit"), cs.sample_image("cat")]
+
+
+@pytest.fixture(scope="module")
+def digit_report(tmp_path_factory: pytest.TempPathFactory, digit_scope: cs.Scope, images: list[Any]) -> Any:
+    out = tmp_path_factory.mktemp("report") / "digit.html"
+    labels = [f"digit {d}" for d in range(10)]
+    return cs.report(digit_scope, images, out=out, methods=("gradcam", "saliency"), labels=labels, sanity=True)
+
+
+def test_one_section_per_layer_first_open(digit_report: Any) -> None:
+    page = parse(digit_report.path)
+    assert [s["data-layer"] for s in page.sections] == ["conv_0", "conv_1", "dense_0", "predictions"]
+    assert ["open" in s for s in page.sections] == [True, False, False, False]
+    nav = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").startswith("#layer-")]
+    assert nav == ["#" + s["id"] for s in page.sections]  # sticky navigation links every layer
+    buttons = [a["data-image"] for t, a in page.tags if t == "button" and "data-image" in a]
+    assert buttons == ["0", "1"]  # the image switcher
+
+
+def test_top_tiles_match_an_independent_ranking(digit_report: Any, digit_scope: cs.Scope, images: list[Any]) -> None:
+    page = parse(digit_report.path)
+    acts = digit_scope.activations(images, layers=["conv_0", "conv_1"])
+    for layer in ("conv_0", "conv_1"):
+        t = acts[layer].tensor  # (N, C, H, W)
+        for i in range(len(images)):
+            means = t[i].double().mean(dim=(1, 2))
+            expected = sorted(range(len(means)), key=lambda c: (-float(means[c]), c))[:16]
+            tiles = [ALT.match(im["alt"]) for im in page.images if im.get("layer") == layer
+                     and im.get("view") == str(i) and ALT.match(im["alt"])]  # fmt: skip
+            assert [int(m["c"]) for m in tiles if m] == expected
+            assert [int(m["r"]) for m in tiles if m] == list(range(1, 17))
+            assert {int(m["n"]) for m in tiles if m} == {t.shape[1]}
+            for m in tiles:
+                assert m is not None and float(m["m"]) == pytest.approx(float(means[int(m["c"])]), rel=5e-3, abs=1e-6)
+            mosaics = [im for im in page.images if im.get("layer") == layer and im.get("view") == str(i)
+                       and ": all " in im["alt"]]  # fmt: skip
+            assert len(mosaics) == 1  # every channel in ONE picture behind the toggle
+
+
+def test_every_picture_decodes_and_states_normalisation_and_range(digit_report: Any) -> None:
+    page = parse(digit_report.path)
+    # 2 inputs + 2 spatial layers x 2 images x (16 tiles + 1 mosaic) + 2 kernels + 2 strips x 2 + 2 methods x 2 x 3
+    assert len(page.images) == digit_report.pictures == 2 + 2 * 2 * 17 + 2 + 4 + 12
+    for im in page.images:
+        assert im["src"].startswith("data:image/png;base64,")
+        pic = Image.open(io.BytesIO(base64.b64decode(im["src"].split(",", 1)[1])))
+        pic.load()
+        assert pic.size == (int(im["width"]), int(im["height"]))
+        assert im["alt"].strip()
+        caption = page.captions[im["figure"]]
+        assert "normalis" in caption and RANGE.search(caption), caption
+    alts = [im["alt"] for im in page.images]
+    assert any(a.startswith("dense_0 units for image 1") for a in alts)  # vector layers: a strip
+    assert any(a.startswith("conv_1 kernels") for a in alts)
+    for method in ("gradcam", "saliency"):  # input | map | overlay per image and method
+        for i in (0, 1):
+            assert sum(a.startswith((f"{method} map for image {i}", f"{method} overlay for image {i}")) for a in alts) == 2
+    text = digit_report.path.read_text(encoding="utf-8")
+    assert len(re.findall(r"deletion AUC \d", text)) == 4 and len(re.findall(r"insertion AUC \d", text)) == 4
+    assert "sanity check: " in text and "digit " in text  # verdict and label names
+
+
+def test_no_network_references(digit_report: Any) -> None:
+    text = digit_report.path.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
+    assert not re.search(r"<link\b|<script[^>]+src|<iframe|@import|url\(", text, re.I)
+    assert "default-src 'none'" in text  # and a CSP that forbids any fetch
+
+
+def test_digit_report_is_small(digit_report: Any) -> None:
+    assert digit_report.assets is None
+    assert digit_report.total_bytes < 2_000_000
+
+
+def test_dead_layer_is_stated(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.zero_()
+    scope = cs.Scope(net, input_shape=(1, 8, 8))
+    out = cs.report(scope, cs.sample_image("digit"), out=tmp_path / "dead.html", methods=())
+    text = out.path.read_text(encoding="utf-8")
+    assert "all 4 channels are zero for image 0 (a dead layer" in text
+
+
+def test_assets_beside_the_page_past_the_budget(tmp_path: Path, digit_scope: cs.Scope) -> None:
+    out = cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "r.html", methods=(), inline_bytes=20_000)
+    assert out.assets == tmp_path / "r_assets" and out.asset_bytes > 0
+    srcs = [im["src"] for im in parse(out.path).images]
+    linked = [s for s in srcs if not s.startswith("data:")]
+    assert linked and all(s.startswith("r_assets/") and (tmp_path / s).is_file() for s in linked)
+
+
+def test_cli_end_to_end_keras(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from convscope.cli import main
+    from convscope.demo.models import keras_digits_model
+
+    model_path = tmp_path / "digits.keras"
+    keras_digits_model(seed=0).save(model_path)
+    digit = cs.sample_image("digit")  # a path
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class {i}" for i in range(10)) + "\n", encoding="utf-8")
+    out = tmp_path / "k.html"
+    code = main(["report", str(model_path), str(digit), str(digit), "-o", str(out), "--layers", "conv*",
+                 "--methods", "gradcam,saliency", "--labels", str(labels)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert f"report written: {out}" in capsys.readouterr().out
+    page = parse(out)
+    assert [s["data-layer"] for s in page.sections] == ["conv_0", "conv_1"]
+    assert "class " in out.read_text(encoding="utf-8")
+    assert main(["report", str(model_path), str(digit), "-o", str(out), "--methods", "gradcm"]) == 2
+    assert "'gradcam'" in capsys.readouterr().err  # one line naming the closest method
+
+
+# -- a real browser ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    missing = not Path(CHROMIUM).exists() or shutil.which("chromium") is None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = True
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail("browser tests need playwright and Debian's chromium in CI")
+        pytest.skip("chromium or playwright is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser: Any, path: Path) -> tuple[Any, list[str], list[str]]:
+    """Open ``path`` from file:// with every non-file request aborted; returns (page, errors, outside requests)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    outside: list[str] = []
+
+    def route(r: Any) -> None:
+        if r.request.url.startswith(("file:", "data:")):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else outside.append(r.url))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    return page, errors, outside
+
+
+def test_browser_renders_from_file_with_network_aborted(browser: Any, digit_report: Any) -> None:
+    page, errors, outside = open_page(browser, digit_report.path)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    assert page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).length") == 0
+    assert page.evaluate("document.images.length") == digit_report.pictures
+    assert not page.evaluate("document.getElementById('layer-conv_1').open")
+    page.click("nav a[href='#layer-conv_1']")
+    assert page.evaluate("document.getElementById('layer-conv_1').open")
+    page.click("nav a[href='#layer-predictions']")
+    assert page.evaluate("document.getElementById('layer-predictions').open")
+    first = "#layer-conv_0 .view[data-image='0']"
+    second = "#layer-conv_0 .view[data-image='1']"
+    assert page.is_visible(first) and not page.is_visible(second)
+    page.click(".switch button[data-image='1']")
+    assert page.is_visible(second) and not page.is_visible(first)
+    assert page.get_attribute(".switch button[data-image='1']", "aria-pressed") == "true"
+    paint = page.evaluate("performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)")
+    assert paint and paint[0] < 2000
+    assert errors == [] and outside == []
+    page.close()
+
+
+def test_browser_loads_assets_beside_the_page(browser: Any, tmp_path: Path, digit_scope: cs.Scope) -> None:
+    out = cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "a.html", methods=("gradcam",),
+                    inline_bytes=0)  # fmt: skip
+    page, errors, outside = open_page(browser, out.path)
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true);"
+                  "document.querySelectorAll('img').forEach(i => i.loading = 'eager')")  # fmt: skip
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    assert errors == [] and outside == []
+    page.close()
+
+
+def test_scan_examples_and_feature_visualisations(tmp_path: Path, digit_scope: cs.Scope) -> None:
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(0, 256, size=(12, 28, 28), dtype=np.uint8)
+    scan = digit_scope.scan(data, layers="conv_1", k=9, progress=False)
+    out = cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "s.html", layers=["conv_0", "conv_1"],
+                    methods=(), scan=scan, maximize=True, maximize_steps=4)  # fmt: skip
+    page = parse(out.path)
+    alts = [im["alt"] for im in page.images]
+    top = [int(m["c"]) for m in (ALT.match(a) for a in alts) if m and m["layer"] == "conv_1"]
+    for c in top[:4]:  # dataset top-9 and their patches for the image's 4 best channels
+        assert f"conv_1 channel {c}: dataset top 9, best value {scan.top('conv_1', c).values[0]:.3g}" in alts
+        assert f"conv_1 channel {c}: receptive-field patches of the dataset top 9" in alts
+    assert not any(a.startswith("conv_0 channel") and "dataset" in a for a in alts)  # conv_0 was not scanned
+    assert sum(a.startswith(f"{layer} feature visualisations") for a in alts for layer in ("conv_0", "conv_1")) == 2
+    for im in page.images:
+        assert "normalis" in page.captions[im["figure"]]
