@@ -185,3 +185,14 @@ def test_page_has_no_internal_jargon(page: Page) -> None:
     assert "hold-out accuracy" in text  # the parser did read the page
     for word in ("twin", "seed", "tutorial"):
         assert word not in text, f"{word!r} in: ...{text[max(0, text.find(word) - 80):text.find(word) + 80]}..."
+
+
+def test_dataset_examples_section_shows_16_channels_per_model(demo_out: Path, page: Page) -> None:
+    assert "Dataset examples" in page.headings
+    for fw in ("keras", "torch"):
+        panels = [f for f in page.figures if f.attrs.get("class") == "examples" and f.attrs.get("data-model") == fw]
+        assert [f.attrs["data-channel"] for f in panels] == [str(c) for c in range(16)]
+        assert all("top 9 of 1797 digits" in f.label for f in panels)
+        assert all(len(re.findall(r"\d", f.label.split("(digits ")[1].split(",  max")[0])) >= 9 for f in panels)
+        picture = Image.open(demo_out / f"examples_{fw}_conv_1_0.png")
+        assert picture.width > 3 * picture.height  # images, patches, histogram (and visualisation) side by side

@@ -11,3 +11,7 @@ class EmptyDatasetError(InputError):
 
 class NotAvailableError(ConvscopeError, NotImplementedError):
     """An option that exists in the API but is not implemented in this release (e.g. ``store=``)."""
+
+
+class StoreMismatchError(ConvscopeError):
+    """A scan store written by another scan (model, preprocessing, data, layers, k or shard size differ)."""

@@ -70,7 +70,11 @@ class _SpreadPooling(TorchFunctionMode):
             return _window_mean(*args, **kwargs)
         if func in (F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices):
             out = F.adaptive_avg_pool2d(args[0], args[1] if len(args) > 1 else kwargs["output_size"])
-            return (out, None) if func is F.adaptive_max_pool2d_with_indices or kwargs.get("return_indices") else out
+            return (
+                (out, None)
+                if func is F.adaptive_max_pool2d_with_indices or kwargs.get("return_indices")
+                else out
+            )
         return func(*args, **kwargs)
 
 
@@ -170,7 +174,9 @@ def receptive_field(scope: Any, layer: Any) -> ReceptiveField:
     )  # fmt: skip
 
 
-def _unit_boxes(scope: Any, target: Target, shape: tuple[int, ...]) -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
+def _unit_boxes(
+    scope: Any, target: Target, shape: tuple[int, ...]
+) -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
     """Bounding boxes of the input support of the centre unit and its lower-right neighbour."""
     from convscope.adapters import adapt
 
@@ -187,7 +193,9 @@ def _unit_boxes(scope: Any, target: Target, shape: tuple[int, ...]) -> tuple[lis
         cap.run(x)
         out = cap.recording.get(Target(handle, target.item, target.pre).key)
     if out.ndim != 4:
-        raise ConvscopeError(f"layer {target.key!r} has output shape {tuple(out.shape)}; receptive fields need a spatial (4-D) output")
+        raise ConvscopeError(
+            f"layer {target.key!r} has output shape {tuple(out.shape)}; receptive fields need a spatial (4-D) output"
+        )
     maps = out if nchw else out.permute(0, 3, 1, 2)
     grid = (int(maps.shape[2]), int(maps.shape[3]))
     y0, x0 = grid[0] // 2, grid[1] // 2

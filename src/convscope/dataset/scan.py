@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,20 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from convscope.adapters.base import Layout
-from convscope.capture import Capture, Target
-from convscope.dataset.errors import NotAvailableError
-from convscope.dataset.sources import Source, as_source
+from convscope.dataset.shard import By, LayerResult
 from convscope.dataset.stats import ChannelStats
-from convscope.dataset.topk import TopK
 from convscope.errors import LayerNotFoundError, OptionError, check_choice, hint
 
+__all__ = ["Border", "By", "LayerResult", "PatchMode", "Scan", "TopExamples", "scan"]
 
-class By(str, Enum):
-    """The per-image statistic a channel's top-k ranks by."""
 
-    MAX = "max"  # spatial max (argmax position kept)
-    MEAN = "mean"  # spatial mean, what objectives.channel maximises
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, Enum) else v
 
 
 class Border(str, Enum):
@@ -44,14 +40,11 @@ class Border(str, Enum):
     PAD = "pad"  # the full receptive field, black outside the image
 
 
-@dataclass
-class LayerResult:
-    """One layer's tables: ``top[By]`` ((C, k) values, seqs, positions), ``stats`` and the map grid (H, W)."""
+class PatchMode(str, Enum):
+    """What a patch shows."""
 
-    name: str
-    top: dict[By, TopK]
-    stats: ChannelStats
-    grid: tuple[int, int]
+    CROP = "crop"  # the receptive field of the argmax unit
+    MASK = "mask"  # the whole image, dimmed where the upsampled map is below the channel's quantile
 
 
 @dataclass
@@ -79,18 +72,38 @@ class TopExamples:
             self._cache = self._scan._pictures(self.ids) if self.ids else []
         return list(self._cache)
 
-    def patches(self, *, border: str | Border = "clip") -> list[Image.Image]:
-        """Each image cropped at the receptive field of its argmax unit; ``border="clip"`` (default) or
-        ``"pad"`` (every patch the full field size, black beyond the image)."""
-        mode = Border(check_choice("border", border.value if isinstance(border, Border) else border,
-                                   [b.value for b in Border]))  # fmt: skip
+    def patches(self, *, border: str | Border = "clip", mode: str | PatchMode = "crop",
+                quantile: float = 0.99) -> list[Image.Image]:  # fmt: skip
+        """Each image cropped at the receptive field of its argmax unit (``mode="crop"``, default), with
+        ``border="clip"`` (default) or ``"pad"`` (every patch the full field size, black beyond the image);
+        or ``mode="mask"``: the whole image, the channel's map upsampled to it and everything below the
+        channel's dataset ``quantile`` (default 0.99, from the scan's statistics) dimmed."""
+        cut = Border(check_choice("border", _value(border), [b.value for b in Border]))
+        how = PatchMode(check_choice("mode", _value(mode), [m.value for m in PatchMode]))
+        if how is PatchMode.MASK:
+            return self._masked(quantile)
         rf = self._scan.receptive_field(self.layer)
         out = []
         for img, (y, x) in zip(self.images(), self.positions, strict=True):
             box = rf.box(y, x)
-            if mode is Border.CLIP:
+            if cut is Border.CLIP:
                 box = (max(box[0], 0), max(box[1], 0), min(box[2], img.width), min(box[3], img.height))
             out.append(img.crop(box))
+        return out
+
+    def _masked(self, quantile: float) -> list[Image.Image]:
+        import torch.nn.functional as F
+
+        threshold = float(self._scan.stats(self.layer).quantile(quantile)[self.channel])
+        maps = self._scan._channel_maps(self.layer, self.ids, self.channel)
+        out = []
+        for img, m in zip(self.images(), maps, strict=True):
+            up = F.interpolate(m[None, None].float(), size=(img.height, img.width), mode="bilinear",
+                               align_corners=False)[0, 0].numpy()  # fmt: skip
+            keep = (up > threshold)[..., None]
+            pixels = np.asarray(img.convert("RGB"), dtype=np.float32)
+            shown = np.where(keep, pixels, pixels * 0.2 + np.array([0, 0, 40], np.float32))
+            out.append(Image.fromarray(shown.clip(0, 255).astype(np.uint8)))
         return out
 
     def captions(self) -> list[str]:
@@ -104,13 +117,15 @@ class TopExamples:
             out.append(text)
         return out
 
-    def grid(self, *, cols: int | None = None, patches: bool = False, border: str = "pad") -> Image.Image:
-        """One picture of the images (or their ``patches``) with id/value/class captions."""
+    def grid(self, *, cols: int | None = None, patches: bool = False, border: str = "pad",
+             mode: str = "crop") -> Image.Image:  # fmt: skip
+        """One picture of the images (or their ``patches``, cut by ``border`` and ``mode``) with
+        id/value/class captions."""
         from PIL import ImageDraw
 
         from convscope.render.overlay import tile
 
-        pics = self.patches(border=border) if patches else self.images()
+        pics = self.patches(border=border, mode=mode) if patches else self.images()
         if not pics:
             raise OptionError(f"channel {self.channel} of {self.layer!r} has no examples to draw")
         w, h = max(p.width for p in pics), max(p.height for p in pics)
@@ -118,40 +133,63 @@ class TopExamples:
         tiles = []
         for pic, text in zip(pics, self.captions(), strict=True):
             canvas = Image.new("RGB", (w * scale, h * scale + 12), "white")
-            canvas.paste(pic.convert("RGB").resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST))
+            canvas.paste(
+                pic.convert("RGB").resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST)
+            )
             ImageDraw.Draw(canvas).text((1, h * scale), text[: max(4, w * scale // 6)], fill="black")
             tiles.append(canvas)
         return tile(tiles, cols=cols)
 
 
 class Scan:
-    """The result of :meth:`Scope.scan`: top-k tables and statistics per layer (see the module docstring)."""
+    """The result of :meth:`Scope.scan` or :meth:`Scan.open`: top-k tables and statistics per layer.
 
-    def __init__(self, scope: Any, source: Source, layers: dict[str, LayerResult], k: int,
-                 labels: np.ndarray | None, ids: list[Any], count: int) -> None:  # fmt: skip
-        self.scope, self.source, self.layers, self.k = scope, source, layers, k
-        self._labels, self._ids, self.count = labels, ids, count
-        self._rf: dict[str, Any] = {}
+    ``scope`` is ``None`` for a scan reopened from its store (no model): top-k, statistics, ids, labels
+    and receptive-field boxes all work; ``images()``/``patches()`` read the source images again, and
+    ``mode="mask"`` patches (which need the activation maps) need the model.
+    """
+
+    def __init__(self, layers: dict[str, LayerResult], k: int, *, source: Any, ids: Any, labels: np.ndarray | None,
+                 count: int, scope: Any = None, spec: Any = None, skipped: list[tuple[Any, str]] | None = None,
+                 receptive: dict[str, Any] | None = None, store: Any = None, resumed: int = 0) -> None:  # fmt: skip
+        self.scope, self.source, self.layers, self.k, self.count = scope, source, layers, k, count
+        self._ids, self._labels = ids, labels
+        self._spec = spec if spec is not None else (scope.input_spec() if scope is not None else None)
+        self._skipped = list(skipped or [])
+        self._rf: dict[str, Any] = dict(receptive or {})
+        self._maps: dict[tuple[str, Any], torch.Tensor] = {}
+        self.store, self.resumed = store, resumed
+
+    @classmethod
+    def open(cls, store: Any, *, data: Any = None, root: Any = None) -> Scan:
+        """Reopen a finished scan from its store folder, without the model. ``data``: the data again (for an
+        array or dataset scan, whose pixels are not stored; default ``None``); ``root``: where a folder
+        scan's images are now (default: the folder they were scanned from)."""
+        from convscope.dataset.driver import open_scan
+
+        return open_scan(store, data=data, root=root)
 
     @property
     def skipped(self) -> list[tuple[Any, str]]:
         """Images that could not be read, as ``(id, reason)``."""
-        return list(self.source.skipped)
+        return list(self._skipped)
 
     @property
     def classes(self) -> list[str] | None:
-        return self.source.classes
+        return getattr(self.source, "classes", None)
 
     def __repr__(self) -> str:
-        return f"Scan(images={self.count}, layers={list(self.layers)}, k={self.k}, skipped={len(self.skipped)})"
+        return (
+            f"Scan(images={self.count}, layers={list(self.layers)}, k={self.k}, skipped={len(self.skipped)})"
+        )
 
     def _layer(self, layer: str) -> LayerResult:
         if layer in self.layers:
             return self.layers[layer]
-        try:
-            name = self.scope.index.display_name(self.scope.layer(layer))
-        except LayerNotFoundError:
-            name = None
+        name = None
+        if self.scope is not None:
+            with contextlib.suppress(LayerNotFoundError):
+                name = self.scope.index.display_name(self.scope.layer(layer))
         if name in self.layers:
             return self.layers[name]
         near = hint(str(layer), list(self.layers))
@@ -164,23 +202,25 @@ class Scan:
         """The top-k images of ``channel`` ranked by ``by`` (``"max"``, default, or ``"mean"``)."""
         result = self._layer(layer)
         result.stats._check_channel(channel)
-        table = result.top[By(check_choice("by", by, [b.value for b in By]))]
+        table = result.top[By(check_choice("by", _value(by), [b.value for b in By]))]
         seqs = table.seqs[channel].numpy()
         flat = table.positions[channel].numpy()
         width = result.grid[1]
         labels = None if self._labels is None else self._labels[seqs]
         return TopExamples(
-            result.name, int(channel), by, [self._ids[s] for s in seqs], table.values[channel].numpy().copy(),
-            [(int(p) // width, int(p) % width) for p in flat], labels, self.classes, self,
+            result.name, int(channel), _value(by), [self._ids[s] for s in seqs.tolist()],
+            table.values[channel].numpy().copy(), [(int(p) // width, int(p) % width) for p in flat], labels,
+            self.classes, self,
         )  # fmt: skip
 
     def stats(self, layer: str) -> ChannelStats:
         """Per-channel statistics of ``layer`` over every position of every image."""
         return self._layer(layer).stats
 
-    def patches(self, layer: str, channel: int, *, by: str = "max", border: str = "clip") -> list[Image.Image]:
-        """The receptive-field crops of ``channel``'s top images (see :meth:`TopExamples.patches`)."""
-        return self.top(layer, channel, by=by).patches(border=border)
+    def patches(self, layer: str, channel: int, *, by: str = "max", border: str = "clip",
+                mode: str = "crop", quantile: float = 0.99) -> list[Image.Image]:  # fmt: skip
+        """The patches of ``channel``'s top images (see :meth:`TopExamples.patches`)."""
+        return self.top(layer, channel, by=by).patches(border=border, mode=mode, quantile=quantile)
 
     def class_counts(self, layer: str, channel: int, *, by: str = "max") -> dict[str, int]:
         """Which classes fill ``channel``'s top-k (labelled data), most frequent first."""
@@ -194,107 +234,40 @@ class Scan:
     def receptive_field(self, layer: str) -> Any:
         name = self._layer(layer).name
         if name not in self._rf:
+            if self.scope is None:
+                raise OptionError(
+                    f"the store holds no receptive field for {name!r} (it could not be measured)"
+                )
             self._rf[name] = self.scope.receptive_field(name)
         return self._rf[name]
 
     def _pictures(self, ids: list[Any]) -> list[Image.Image]:
-        x = self.scope.prepare(self.source.load(ids))
-        return [Image.fromarray(a) for a in self.scope.input_spec().to_display(x)]
+        from convscope.inputs import prepare
+
+        spec: Any = self._spec
+        x = prepare(self.source.load(ids), spec)
+        return [Image.fromarray(a) for a in spec.to_display(x)]
+
+    def _channel_maps(self, layer: str, ids: list[Any], channel: int) -> list[torch.Tensor]:
+        """``channel``'s maps of images ``ids`` at ``layer``; each image is forwarded once for all channels."""
+        if self.scope is None:
+            raise OptionError("mode='mask' needs the activation maps, so the model: scan again with "
+                              "scope.scan(..., store=...) (it resumes at once) instead of Scan.open")  # fmt: skip
+        from convscope.dataset.shard import record
+
+        name = self._layer(layer).name
+        todo = list(dict.fromkeys(i for i in ids if (name, i) not in self._maps))
+        if todo:
+            target = self.scope.targets(name)[:1]
+            maps = record(self.scope, target, self.scope.prepare(self.source.load(todo)))[target[0].key]
+            self._maps.update({(name, i): m.detach().cpu() for i, m in zip(todo, maps, strict=True)})
+        return [self._maps[(name, i)][channel] for i in ids]
 
 
-def default_layers(scope: Any) -> list[Target]:
-    """Every leaf conv layer (a 4-D kernel), each module once."""
-    seen: set[int] = set()
-    out = []
-    for h in scope.adapter.handles:
-        if h.is_leaf and id(h.module) not in seen and scope._has_conv_kernel(h):
-            seen.add(id(h.module))
-            out.append(Target(h))
-    if not out:
-        raise LayerNotFoundError("this model has no conv layers; name the layers to scan with layers=...")
-    return out
+def scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: Any = None, batch_size: int = 64,
+         shard_size: int = 1024, backend: str = "local", overwrite: bool = False, progress: bool = True) -> Scan:  # fmt: skip
+    """Implementation of :meth:`Scope.scan` (see :mod:`convscope.dataset.driver`)."""
+    from convscope.dataset.driver import run_scan
 
-
-def _check_int(option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise OptionError(f"{option}={value!r} is not allowed; pass a positive int")
-    return int(value)
-
-
-def scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: Any = None,
-         batch_size: int = 64, progress: bool = True) -> Scan:  # fmt: skip
-    """Implementation of :meth:`Scope.scan`."""
-    if store is not None:
-        raise NotAvailableError(f"store={store!r}: store= lands in a later release; pass store=None")
-    k, batch_size = _check_int("k", k), _check_int("batch_size", batch_size)
-    targets = default_layers(scope) if layers is None else scope.targets(layers)
-    source = as_source(data)
-    names = {t.key: scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
-             + (":pre" if t.pre else "") for t in targets}  # fmt: skip
-    results: dict[str, LayerResult] = {}
-    labels: list[np.ndarray] = []
-    ids: list[Any] = []
-    count = 0
-    bar = _progress(progress, len(source))
-    try:
-        for batch in source.batches(scope, batch_size):
-            maps = _record(scope, targets, batch.x)
-            seqs = torch.from_numpy(batch.seqs)
-            for key, m in maps.items():
-                name = names[key]
-                if name not in results:
-                    results[name] = _new_result(name, m, k)
-                _update(results[name], m, seqs)
-            if batch.labels is not None:
-                labels.append(batch.labels)
-            ids.extend(batch.ids)
-            count += len(batch.ids)
-            if bar is not None:
-                bar.update(len(batch.ids))
-    finally:
-        if bar is not None:
-            bar.close()
-    # seq -> id and label: a path source's full lists (skipped files leave gaps), else the order of arrival
-    ids_by_seq = getattr(source, "ids", None) or ids
-    label_of = getattr(source, "label_of", None)
-    if label_of is None and labels and sum(len(a) for a in labels) == count:
-        label_of = np.concatenate(labels)
-    return Scan(scope, source, results, k, label_of, ids_by_seq, count)
-
-
-def _progress(progress: bool, total: int) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total if total >= 0 else None, unit="img", desc="scan")
-
-
-def _record(scope: Any, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One forward pass recording every target; maps returned channels first (N, C, H, W)."""
-    with Capture(scope.adapter, targets, stop=True) as cap:
-        cap.run(x)
-    scope._last_shape = tuple(x.shape[1:])
-    out = {}
-    for t in targets:
-        m = cap.recording.get(t.key)
-        if m.ndim != 4:
-            raise OptionError(
-                f"layer {t.key!r} has output shape {tuple(m.shape)}; scan needs spatial (4-D) layer outputs"
-            )
-        out[t.key] = m if scope.layout is Layout.NCHW else m.permute(0, 3, 1, 2)
-    return out
-
-
-def _new_result(name: str, maps: torch.Tensor, k: int) -> LayerResult:
-    c = int(maps.shape[1])
-    return LayerResult(name, {By.MAX: TopK(c, k), By.MEAN: TopK(c, k)}, ChannelStats(c),
-                       (int(maps.shape[2]), int(maps.shape[3])))  # fmt: skip
-
-
-def _update(result: LayerResult, maps: torch.Tensor, seqs: torch.Tensor) -> None:
-    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
-    peak, where = flat.max(dim=2)  # first maximum on ties
-    result.top[By.MAX].update(peak, seqs, where)
-    result.top[By.MEAN].update(flat.mean(dim=2), seqs, where)
-    result.stats.update(maps)
+    return run_scan(scope, data, layers=layers, k=k, store=store, batch_size=batch_size, shard_size=shard_size,
+                    backend=backend, overwrite=overwrite, progress=progress)  # fmt: skip

@@ -53,6 +53,7 @@ class Source:
 
     classes: list[str] | None = None
     loadable = True
+    indexable = True  # batches(start=, stop=) reads only that range
 
     def __init__(self) -> None:
         self.skipped: list[tuple[Any, str]] = []
@@ -60,7 +61,11 @@ class Source:
     def __len__(self) -> int:  # -1: unknown
         return -1
 
-    def batches(self, scope: Any, batch_size: int) -> Iterator[Batch]:
+    def batches(
+        self, scope: Any, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Batch]:
+        """Batches of the images with sequence numbers in ``[start, stop)`` (indexable sources; a stream
+        reads everything and ignores both)."""
         raise NotImplementedError
 
     def load(self, ids: Sequence[Any]) -> list[Any]:
@@ -84,16 +89,20 @@ class _PathSource(Source):
     def __init__(self, paths: list[Path], ids: list[Any], labels: np.ndarray | None) -> None:
         super().__init__()
         self.paths, self.ids, self.label_of = paths, ids, labels
+        self.root: Path | None = None  # the folder, for a folder source
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def batches(self, scope: Any, batch_size: int) -> Iterator[Batch]:
+    def batches(
+        self, scope: Any, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Batch]:
         from convscope.inputs import load_image
 
-        for start in range(0, len(self.paths), batch_size):
+        end = len(self.paths) if stop is None else min(stop, len(self.paths))
+        for first in range(start, end, batch_size):
             images, seqs = [], []
-            for seq in range(start, min(start + batch_size, len(self.paths))):
+            for seq in range(first, min(first + batch_size, end)):
                 try:
                     images.append(load_image(self.paths[seq]))
                     seqs.append(seq)
@@ -145,6 +154,7 @@ def folder_source(root: str | os.PathLike[str]) -> _PathSource:
         labels = np.array([index[t] if t is not None else -1 for t in top], dtype=np.int64)
     source = _PathSource(files, list(rel), labels)
     source.classes = classes or None
+    source.root = base
     return source
 
 
@@ -163,10 +173,13 @@ class ArraySource(Source):
     def __len__(self) -> int:
         return len(self.data)
 
-    def batches(self, scope: Any, batch_size: int) -> Iterator[Batch]:
-        for start in range(0, len(self.data), batch_size):
-            part = self.data[start : start + batch_size]
-            seqs = np.arange(start, start + len(part), dtype=np.int64)
+    def batches(
+        self, scope: Any, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Batch]:
+        end = len(self.data) if stop is None else min(stop, len(self.data))
+        for first in range(start, end, batch_size):
+            part = self.data[first : min(first + batch_size, end)]
+            seqs = np.arange(first, first + len(part), dtype=np.int64)
             yield Batch(seqs.tolist(), seqs, scope.prepare(part))
 
     def load(self, ids: Sequence[Any]) -> list[Any]:
@@ -191,11 +204,13 @@ class DatasetSource(Source):
             return item[0], item[1]
         return item, None
 
-    def batches(self, scope: Any, batch_size: int) -> Iterator[Batch]:
-        n = len(self.dataset)
-        for start in range(0, n, batch_size):
-            items = [self._item(i) for i in range(start, min(start + batch_size, n))]
-            seqs = np.arange(start, start + len(items), dtype=np.int64)
+    def batches(
+        self, scope: Any, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Batch]:
+        n = len(self.dataset) if stop is None else min(stop, len(self.dataset))
+        for first in range(start, n, batch_size):
+            items = [self._item(i) for i in range(first, min(first + batch_size, n))]
+            seqs = np.arange(first, first + len(items), dtype=np.int64)
             ys = [y for _, y in items]
             labels = None if any(y is None for y in ys) else np.concatenate([_labels(y) for y in ys])
             yield Batch(seqs.tolist(), seqs, scope.prepare([x for x, _ in items]), labels)
@@ -211,12 +226,15 @@ class IterableSource(Source):
         super().__init__()
         self.data = data
         self.loadable = _sequential_dataset(data) is not None
+        self.indexable = False
 
     def __len__(self) -> int:
         dataset = _sequential_dataset(self.data)
         return len(dataset) if dataset is not None else -1
 
-    def batches(self, scope: Any, batch_size: int) -> Iterator[Batch]:
+    def batches(
+        self, scope: Any, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Batch]:
         seq = 0
         for item in self.data:
             x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) == 2 else (item, None)

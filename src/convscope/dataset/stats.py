@@ -36,9 +36,9 @@ BINS = 2 * _MAG - 1  # negative magnitudes mirrored, the zero bin shared
 def bin_index(x: torch.Tensor) -> torch.Tensor:
     """The histogram bin (0 … ``BINS - 1``, ascending in value) of each float32 element."""
     x = x.to(torch.float32)
-    key = (x.abs().view(torch.int32) >> (23 - _MANTISSA)).to(torch.int64) - (_LO << _MANTISSA) + 1
+    key = (x.abs().view(torch.int32) >> (23 - _MANTISSA)).sub_((_LO << _MANTISSA) - 1)
     mag = key.clamp_(0, _MAG - 1)
-    return torch.where(x < 0, (_MAG - 1) - mag, (_MAG - 1) + mag)
+    return torch.where(x < 0, (_MAG - 1) - mag, mag.add_(_MAG - 1))
 
 
 def bin_edges() -> np.ndarray:
@@ -66,22 +66,29 @@ class ChannelStats:
         """Add a batch of channels-first maps ``(N, C, ...)``."""
         if maps.shape[1] != self.channels:
             raise OptionError(f"maps have {maps.shape[1]} channels; these statistics hold {self.channels}")
-        x = maps.detach().transpose(0, 1).reshape(self.channels, -1)
-        if x.shape[1] == 0:
+        x = maps.detach().reshape(maps.shape[0], self.channels, -1)  # a view: no transposed copy
+        count = int(x.shape[0] * x.shape[2])
+        if count == 0:
             return
+        dims = (0, 2)
         other = ChannelStats(self.channels)
-        x64 = x.to(torch.float64)
-        mean = x64.mean(dim=1)
-        other.count = int(x.shape[1])
+        mean = x.sum(dim=dims, dtype=torch.float64) / count
+        other.count = count
         other.mean = mean.cpu().numpy()
-        other.m2 = ((x64 - mean[:, None]) ** 2).sum(dim=1).cpu().numpy()
-        other.min = x.amin(dim=1).to(torch.float64).cpu().numpy()
-        other.max = x.amax(dim=1).to(torch.float64).cpu().numpy()
-        other.positive = (x > 0).sum(dim=1).cpu().numpy().astype(np.int64)
-        flat = bin_index(x) + torch.arange(self.channels, device=x.device)[:, None] * BINS
-        other.counts = torch.bincount(flat.reshape(-1), minlength=self.channels * BINS).view(
-            self.channels, BINS
-        ).cpu().numpy()
+        other.m2 = ((x.to(torch.float64) - mean[None, :, None]) ** 2).sum(dim=dims).cpu().numpy()
+        other.min = x.amin(dim=dims).to(torch.float64).cpu().numpy()
+        other.max = x.amax(dim=dims).to(torch.float64).cpu().numpy()
+        other.positive = (x > 0).sum(dim=dims).cpu().numpy().astype(np.int64)
+        flat = (
+            bin_index(x)
+            + (torch.arange(self.channels, device=x.device, dtype=torch.int32) * BINS)[None, :, None]
+        )
+        other.counts = (
+            torch.bincount(flat.reshape(-1), minlength=self.channels * BINS)
+            .view(self.channels, BINS)
+            .cpu()
+            .numpy()
+        )
         self.merge(other)
 
     def merge(self, other: ChannelStats) -> ChannelStats:
@@ -173,5 +180,11 @@ class ChannelStats:
         return img
 
     def _check_channel(self, channel: int) -> None:
-        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < self.channels:
-            raise OptionError(f"channel={channel!r} is out of range; this layer has channels 0 … {self.channels - 1}")
+        if (
+            isinstance(channel, bool)
+            or not isinstance(channel, (int, np.integer))
+            or not 0 <= channel < self.channels
+        ):
+            raise OptionError(
+                f"channel={channel!r} is out of range; this layer has channels 0 … {self.channels - 1}"
+            )

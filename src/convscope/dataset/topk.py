@@ -55,7 +55,10 @@ class TopK:
         p = positions.detach().to("cpu", torch.int64).T
         if self.width < self.k:
             self.values, self.seqs, self.positions = _best(
-                torch.cat([self.values, v], 1), torch.cat([self.seqs, s], 1), torch.cat([self.positions, p], 1), self.k
+                torch.cat([self.values, v], 1),
+                torch.cat([self.seqs, s], 1),
+                torch.cat([self.positions, p], 1),
+                self.k,
             )
             return
         # Full table: only values strictly above a channel's k-th can enter (a tie loses on seq).

@@ -1,0 +1,112 @@
+"""Dataset scans: throughput vs plain batched inference, top-k merge cost, peak memory vs dataset size.
+
+Goals (issue 8): scan >= 0.9x plain inference of the same model over the same decoded images (digit CNN
+over the 1,797 digits; a VGG-style net over RGB 128² images); top-k merge <= 5 µs per image at C=512,
+k=16; peak RSS for 20,000 images within 10 % of 2,000. ``python bench_scan.py [N_RGB]`` (default 2000).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+import convscope as cs
+
+
+def vgg_small() -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    c = 3
+    for v in (32, 32, "M", 64, 64, "M", 128, 128, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, int(v), 3, padding=1), nn.ReLU()]
+            c = int(v)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)).eval()
+
+
+def throughput(
+    model: nn.Module, x: torch.Tensor, scope: cs.Scope, layers: object, batch: int = 128
+) -> tuple[float, float]:
+    def plain() -> None:
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                model(x[i : i + batch])
+
+    t = time.perf_counter()
+    plain()
+    t_plain = time.perf_counter() - t
+    t = time.perf_counter()
+    scope.scan(x, layers=layers, k=16, batch_size=batch, progress=False)
+    t_scan = time.perf_counter() - t
+    return len(x) / t_plain, len(x) / t_scan
+
+
+def merge_us(c: int = 512, k: int = 16, batch: int = 256, rounds: int = 40) -> float:
+    from convscope.dataset.topk import TopK
+
+    table = TopK(c, k)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(batch, c, generator=g) for _ in range(rounds)]
+    pos = torch.zeros(batch, c, dtype=torch.int64)
+    t = time.perf_counter()
+    for i, v in enumerate(batches):
+        table.update(v, torch.arange(i * batch, (i + 1) * batch), pos)
+    return (time.perf_counter() - t) / (batch * rounds) * 1e6
+
+
+def peak_rss(n: int) -> float:
+    code = f"""
+import resource, numpy as np, torch, convscope as cs
+from torch import nn
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1)).eval()
+class Lazy(torch.utils.data.Dataset):
+    def __len__(self): return {n}
+    def __getitem__(self, i): return np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+cs.Scope(net, input_shape=(3, 32, 32)).scan(Lazy(), k=16, batch_size=128, shard_size=1024, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    n_rgb = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    torch.set_num_threads(1)  # shared CPUs: more threads than free cores make small ops 100x slower
+    from convscope.demo.data import as_nchw
+    from convscope.demo.models import torch_digits_model
+    from convscope.demo.run import _all_digits
+
+    digits = torch.from_numpy(as_nchw(_all_digits()[0]))
+    net = torch_digits_model(seed=0).eval()
+    scope = cs.Scope(net, input_shape=(1, 28, 28))
+    plain, scan = throughput(net, digits, scope, ["conv_0", "conv_1"])
+    res = {"digits_plain_img_s": plain, "digits_scan_img_s": scan, "digits_ratio": scan / plain}
+    print(f"digit CNN, 1,797 digits, conv_0+conv_1: plain {plain:.0f} img/s, scan {scan:.0f} img/s "
+          f"-> ratio {scan / plain:.2f} (goal >= 0.9)")  # fmt: skip
+    vgg = vgg_small()
+    x = torch.rand(n_rgb, 3, 128, 128)
+    scope = cs.Scope(vgg, input_shape=(3, 128, 128))
+    plain, scan = throughput(vgg, x, scope, None, batch=64)
+    res.update(vgg_plain_img_s=plain, vgg_scan_img_s=scan, vgg_ratio=scan / plain)
+    print(f"VGG-style (6 convs), {n_rgb} RGB 128²: plain {plain:.1f} img/s, scan {scan:.1f} img/s "
+          f"-> ratio {scan / plain:.2f} (goal >= 0.9)")  # fmt: skip
+    us = merge_us()
+    res["merge_us_per_image"] = us
+    print(f"top-k update, C=512, k=16: {us:.2f} µs/image (goal <= 5)")
+    small, large = peak_rss(2000), peak_rss(20000)
+    res.update(rss_2k_mb=small, rss_20k_mb=large, rss_ratio=large / small)
+    print(f"peak RSS: 2,000 images {small:.0f} MB, 20,000 images {large:.0f} MB -> ratio {large / small:.3f} "
+          "(goal <= 1.10)")  # fmt: skip
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

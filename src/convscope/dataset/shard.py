@@ -1,0 +1,186 @@
+"""The per-shard scanner: one forward pass per batch, exact top-k tables and statistics per layer.
+
+A scan cuts the data, in its stable order, into shards of ``shard_size`` images: shard ``i`` holds the
+images with sequence numbers ``[i * shard_size, (i + 1) * shard_size)``. :class:`ShardScanner` scans one
+shard into a :class:`Partial`; the driver folds partials **in shard order** with :func:`merge_partials`
+(``TopK.merge``, ``ChannelStats.merge``), so results do not depend on which worker scanned what, nor
+when. The same class runs locally and, constructed once per actor, in a Ray Data actor pool.
+
+Example::
+
+    scanner = ShardScanner(scope, layers=["conv_1"], k=9)
+    part = scanner.scan(0, source.batches(scope, 64, 0, 1024))
+    part.layers["conv_1"].top[By.MAX].values   # (C, 9)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from itertools import groupby
+from typing import Any
+
+import numpy as np
+import torch
+
+from convscope.adapters.base import Layout
+from convscope.capture import Capture, Target
+from convscope.dataset.sources import Batch
+from convscope.dataset.stats import ChannelStats
+from convscope.dataset.topk import TopK
+from convscope.errors import LayerNotFoundError, OptionError
+
+
+class By(str, Enum):
+    """The per-image statistic a channel's top-k ranks by."""
+
+    MAX = "max"  # spatial max (argmax position kept)
+    MEAN = "mean"  # spatial mean, what objectives.channel maximises
+
+
+@dataclass
+class LayerResult:
+    """One layer's tables: ``top[By]`` ((C, k) values, seqs, positions), ``stats`` and the map grid (H, W)."""
+
+    name: str
+    top: dict[By, TopK]
+    stats: ChannelStats
+    grid: tuple[int, int]
+
+
+@dataclass
+class Partial:
+    """What one shard gives: per-layer tables, and the ids, sequence numbers and labels of its images."""
+
+    shard: int
+    layers: dict[str, LayerResult] = field(default_factory=dict)
+    ids: list[Any] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    labels: list[int] | None = None
+    skipped: list[tuple[Any, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.seqs)
+
+
+def default_layers(scope: Any) -> list[Target]:
+    """Every leaf conv layer (a 4-D kernel), each module once."""
+    seen: set[int] = set()
+    out = []
+    for h in scope.adapter.handles:
+        if h.is_leaf and id(h.module) not in seen and scope._has_conv_kernel(h):
+            seen.add(id(h.module))
+            out.append(Target(h))
+    if not out:
+        raise LayerNotFoundError("this model has no conv layers; name the layers to scan with layers=...")
+    return out
+
+
+def target_name(scope: Any, t: Target) -> str:
+    return (
+        scope.index.display_name(t.handle)
+        + ("" if t.item is None else f"[{t.item}]")
+        + (":pre" if t.pre else "")
+    )
+
+
+class ShardScanner:
+    """Scans shards of one model: ``scan(shard, batches)`` → :class:`Partial` (one pass per batch).
+
+    ``layers``: queries (default ``None``: every conv layer); ``k``: images kept per channel.
+    """
+
+    def __init__(self, scope: Any, layers: Any = None, k: int = 16) -> None:
+        self.scope, self.k = scope, k
+        self.targets = default_layers(scope) if layers is None else scope.targets(layers)
+        self.names = {t.key: target_name(scope, t) for t in self.targets}
+
+    def scan(self, shard: int, batches: Iterable[Batch]) -> Partial:
+        part = Partial(shard)
+        labels: list[int] = []
+        labelled = True
+        for batch in batches:
+            if len(batch.ids) == 0:
+                continue
+            maps = record(self.scope, self.targets, batch.x)
+            seqs = torch.from_numpy(np.asarray(batch.seqs, np.int64))
+            for key, m in maps.items():
+                name = self.names[key]
+                if name not in part.layers:
+                    part.layers[name] = new_result(name, m, self.k)
+                update(part.layers[name], m, seqs)
+            part.ids.extend(batch.ids)
+            part.seqs.extend(int(s) for s in batch.seqs)
+            if batch.labels is None:
+                labelled = False
+            else:
+                labels.extend(int(v) for v in batch.labels)
+        part.labels = labels if labelled and part.seqs else None
+        return part
+
+
+def record(scope: Any, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One forward pass recording every target; maps returned channels first (N, C, H, W)."""
+    with Capture(scope.adapter, targets, stop=True) as cap:
+        cap.run(x)
+    scope._last_shape = tuple(x.shape[1:])
+    out = {}
+    for t in targets:
+        m = cap.recording.get(t.key)
+        if m.ndim != 4:
+            raise OptionError(
+                f"layer {t.key!r} has output shape {tuple(m.shape)}; scan needs spatial (4-D) layer outputs"
+            )
+        out[t.key] = m if scope.layout is Layout.NCHW else m.permute(0, 3, 1, 2)
+    return out
+
+
+def new_result(name: str, maps: torch.Tensor, k: int) -> LayerResult:
+    c = int(maps.shape[1])
+    return LayerResult(name, {By.MAX: TopK(c, k), By.MEAN: TopK(c, k)}, ChannelStats(c),
+                       (int(maps.shape[2]), int(maps.shape[3])))  # fmt: skip
+
+
+def update(result: LayerResult, maps: torch.Tensor, seqs: torch.Tensor) -> None:
+    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
+    peak, where = flat.max(dim=2)  # first maximum on ties
+    result.top[By.MAX].update(peak, seqs, where)
+    result.top[By.MEAN].update(flat.mean(dim=2), seqs, where)
+    result.stats.update(maps)
+
+
+def merge_partials(parts: Iterable[Partial]) -> dict[str, LayerResult]:
+    """Fold partials (give them in shard order: statistics merge in float64, order fixes the last bit)."""
+    out: dict[str, LayerResult] = {}
+    for part in parts:
+        for name, r in part.layers.items():
+            if name not in out:
+                out[name] = LayerResult(name, dict(r.top), copy.deepcopy(r.stats), r.grid)
+                continue
+            acc = out[name]
+            acc.top = {by: acc.top[by].merge(r.top[by]) for by in By}
+            acc.stats.merge(r.stats)
+    return out
+
+
+def split_into_shards(batches: Iterable[Batch], shard_size: int) -> Iterator[tuple[int, Iterator[Batch]]]:
+    """Cut a stream of batches at shard boundaries (by sequence number): ``(shard, its batches)``; each
+    group must be consumed (or dropped) before the next is taken, as with ``itertools.groupby``."""
+
+    def pieces() -> Iterator[Batch]:
+        for b in batches:
+            seqs = np.asarray(b.seqs, np.int64)
+            shard = seqs // shard_size
+            cuts = np.flatnonzero(np.diff(shard)) + 1
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(seqs)], strict=True):
+                if lo == 0 and hi == len(seqs):
+                    yield b
+                    continue
+                yield Batch(
+                    b.ids[lo:hi], seqs[lo:hi], b.x[lo:hi], None if b.labels is None else b.labels[lo:hi]
+                )
+
+    return ((int(key), group) for key, group in groupby(pieces(), key=lambda b: int(b.seqs[0]) // shard_size))
