@@ -175,7 +175,7 @@ def keras() -> Any:
 
 @pytest.fixture
 def keras_seq(keras: Any) -> Any:
-    """The seed tutorial's shape: a Sequential whose first Conv2D is named ``input_layer``.
+    """A Sequential whose first Conv2D is named ``input_layer`` (as in many Keras examples).
 
     img (8, 8, 3) -> input_layer Conv2D(4, 3, relu) -> bn -> conv_1 Conv2D(8, 3) -> drop -> flat -> dense(5).
     """
@@ -307,10 +307,10 @@ def model_state() -> Callable[[Any], ModelState]:
 
 @pytest.fixture(scope="session")
 def digit_twins(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The demo's trained digit ConvNet twins (Keras and PyTorch), trained once per test session.
+    """The demo's trained digit ConvNet, in Keras and in PyTorch, trained once per test session.
 
     The weights are cached in a session folder, so tests that need a *fresh* copy of a trained model
-    can call ``trained_twins(digit_twins_cache)`` again cheaply.
+    can call ``trained_digit_models(digit_twins_cache)`` again cheaply.
     """
     from convscope.demo.models import trained_twins
 

@@ -1,5 +1,5 @@
 """Faithfulness: deletion/insertion curves by hand, and the cascading-randomisation sanity check on a
-trained digit model (the demo twins)."""
+trained digit model (the demo's Keras and PyTorch digit CNN)."""
 
 from __future__ import annotations
 

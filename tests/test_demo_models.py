@@ -1,4 +1,4 @@
-"""The bundled demo data and the Keras/PyTorch twin ConvNets (convscope.demo.data, convscope.demo.models)."""
+"""The bundled demo data and the digit ConvNet built in Keras and in PyTorch (convscope.demo.data, convscope.demo.models)."""
 
 from __future__ import annotations
 
@@ -209,14 +209,14 @@ def test_trained_twins_reach_95_percent(twins: tuple[models.Twins, Path]) -> Non
     keras_pred = np.asarray(keras_model.predict(data.as_nhwc(split.x_test), verbose=0)).argmax(1)
     with torch.no_grad():
         torch_pred = torch_model(torch.from_numpy(data.as_nchw(split.x_test))).argmax(1).numpy()
-    assert (keras_pred == torch_pred).mean() > 0.9  # independently trained twins mostly agree
+    assert (keras_pred == torch_pred).mean() > 0.9  # the two independently trained models mostly agree
 
 
 def test_trained_twins_reload_from_cache(twins: tuple[models.Twins, Path]) -> None:
     trained, cache = twins
     assert sorted(p.name for p in cache.iterdir()) == [
         "digits_keras_s0_e6.weights.h5",
-        "digits_torch_s0_e6.pt",
+        "digits_torch_glorot_s0_e6.pt",
     ]
     reloaded = models.trained_twins(cache)
     assert reloaded.accuracies == trained.accuracies

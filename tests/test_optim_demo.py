@@ -1,14 +1,14 @@
-"""Activation maximisation works, visibly, on the demo's trained digit CNN twins (Keras and PyTorch).
+"""Activation maximisation works, visibly, on the demo's trained digit CNN (in Keras and in PyTorch).
 
 * ``logit(k)`` images are classified as ``k`` with probability >= 0.9, for every digit.
 * channel images on ``conv_1`` beat every real digit's activation for >= 90 % of the channels.
 * in a batch of 16 channel objectives, image i excites channel i more than any other image does, for
-  >= 90 % of i — on the conv layer's own (pre-ReLU) output in both twins: ``conv_1`` in PyTorch,
+  >= 90 % of i — on the conv layer's own (pre-ReLU) output in both models: ``conv_1`` in PyTorch,
   ``conv_1:pre`` in Keras, whose Conv2D fuses the ReLU. (On the Keras post-ReLU output only 9-11 of 16
   win: where the ReLU zeroes most positions the gradient is flat, and several channels stop in weak
   optima that another channel's image beats.)
 
-Each twin is trained once per test session (conftest's ``digit_twins``: ``trained_twins()`` defaults).
+Each model is trained once per test session (conftest's ``digit_twins``: ``trained_twins()`` defaults).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ FRAMEWORKS = ("keras", "torch")
 
 @pytest.fixture(scope="module")
 def twins(digit_twins: Any) -> dict[str, tuple[Any, Any, np.ndarray]]:
-    """framework -> (model, scope, every digit image as model input); the session's trained twins."""
+    """framework -> (model, scope, every digit image as model input); the session's trained models."""
     from convscope.demo.data import as_nchw, as_nhwc
 
     keras_model, torch_model, split, accuracies = digit_twins
@@ -72,7 +72,7 @@ def test_channel_images_beat_every_real_digit(twins: Any, fw: str) -> None:
     assert share >= 0.9, f"{share:.0%}; losing channels {np.where(reached <= real_max)[0].tolist()}"
 
 
-# The same tensor in both twins: PyTorch's ``conv_1`` is the Conv2d output, its ReLU a separate module;
+# The same tensor in both models: PyTorch's ``conv_1`` is the Conv2d output, its ReLU a separate module;
 # Keras fuses the ReLU into Conv2D, so the equivalent tensor is the fused activation's input.
 PRE_RELU = {"keras": "conv_1:pre", "torch": "conv_1"}
 

@@ -100,7 +100,7 @@ def test_rename_torch_both_names_resolve(torch_net: Any) -> None:
 
 
 def test_rename_keras_input_layer_to_conv_0(keras: Any, keras_seq: Any) -> None:
-    """The seed tutorial names its first Conv2D 'input_layer'; rename it and read activations by the new name."""
+    """A model whose first Conv2D is named 'input_layer'; rename it and read activations by the new name."""
     scope = cs.Scope(keras_seq)
     scope.rename("input_layer", "conv_0")
     conv = keras_seq.get_layer("input_layer")

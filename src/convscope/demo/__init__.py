@@ -22,11 +22,13 @@ _EXPORTS = {
     "sample_photo": "data",
     "PHOTOS": "data",
     "TorchDigitsNet": "models",
+    "DigitModels": "models",
     "Twins": "models",
     "keras_digits_model": "models",
     "torch_digits_model": "models",
     "train_keras": "models",
     "train_torch": "models",
+    "trained_digit_models": "models",
     "trained_twins": "models",
 }
 

@@ -26,10 +26,11 @@ from convscope.demo.page import Figure, save, upscale_image
 #: The Grad-CAM layer of each digit model: the last conv layer's output after its ReLU, the 24×24 maps
 #: the max-pooling layer reads. PyTorch's ``conv_1`` is the Conv2d *before* its separate ReLU module
 #: (``relu_1``); Keras fuses the ReLU into ``conv_1``. On the 360 test digits (empty / near-empty maps,
-#: see :func:`emptiness`): PyTorch ``conv_1`` 63 / 66, ``relu_1`` 40 / 17, ``pool`` (12×12) 52 / 11,
-#: ``relu_0`` 112 / 50; Keras ``conv_1:pre`` 101 / 65, ``conv_1`` 0 / 0, ``pool`` 0 / 0. (PyTorch's first
-#: conv, ``conv_0``, gives 13 / 9, but 78 of its maps cover over 80% of the image: edges, not evidence.)
-#: Counts move by a few between trainings on different thread counts; the page prints this run's.
+#: see :func:`emptiness`), with both models initialised alike (Glorot-uniform, zero biases): PyTorch
+#: ``conv_1`` 64 / 111, ``relu_1`` 2 / 13, ``pool`` (12×12) 13 / 13; Keras ``conv_1:pre`` 101 / 65,
+#: ``conv_1`` 0 / 0, ``pool`` 0 / 0. (With PyTorch's default init, Kaiming-uniform and random biases,
+#: ``relu_1`` gave 40 / 17.) Counts move by a few between trainings on different thread counts; the page
+#: prints this run's.
 CAM_LAYERS = {"keras": "conv_1", "torch": "relu_1"}
 
 #: Layers compared in the page's table, per framework (name, what it is).

@@ -1,11 +1,13 @@
 """The classic Keras MNIST ConvNet, built the same in Keras and in PyTorch, with small deterministic trainers.
 
 Both models share layer names (``conv_0``, ``conv_1``, ``pool``, ``dropout_0``, ``flatten``, ``dense_0``,
-``dropout_1``, ``predictions``) and return class probabilities. Keras is imported lazily and always
-with the torch backend unless ``KERAS_BACKEND`` is already set.
+``dropout_1``, ``predictions``), the initialisation (Glorot-uniform weights, zero biases: Keras' defaults,
+applied to the PyTorch layers too), the optimiser (Adam with Keras' ``epsilon=1e-7``) and return class
+probabilities. Keras is imported lazily and always with the torch backend unless ``KERAS_BACKEND`` is
+already set.
 
 Example:
-    >>> keras_model, torch_model, split, accuracies = trained_twins()  # about 30 s on one CPU core
+    >>> keras_model, torch_model, split, accuracies = trained_digit_models()  # about 30 s on one CPU core
     >>> min(accuracies.values()) >= 0.95
     True
 """
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 EPOCHS = 6
 BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
+ADAM_EPSILON = 1e-7  # Keras' default; PyTorch's is 1e-8
 NUM_CLASSES = 10
 
 
@@ -128,7 +131,7 @@ def train_keras(
     keras = _keras()
     keras.utils.set_random_seed(seed)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=ADAM_EPSILON),
         loss="sparse_categorical_crossentropy",
     )
     with _torch_threads(threads):
@@ -150,7 +153,9 @@ class TorchDigitsNet(nn.Module):
     """The digits ConvNet in PyTorch: ``(N, 1, 28, 28)`` input, ``(N, 10)`` probabilities out.
 
     The ReLUs are separate in-place modules (``relu_0``, ``relu_1``, ``relu_2``), as in many real
-    models; :meth:`logits` gives the pre-softmax scores used for training.
+    models; :meth:`logits` gives the pre-softmax scores used for training. Weights start Glorot-uniform
+    and biases at zero, as in Keras (PyTorch's own default, Kaiming-uniform with random biases, left
+    about three times as many Grad-CAM maps at ``relu_1`` empty: 40 of the 360 test digits against 13).
     """
 
     def __init__(self) -> None:
@@ -168,6 +173,11 @@ class TorchDigitsNet(nn.Module):
         self.dropout_1 = nn.Dropout(0.5)
         self.predictions = nn.Linear(128, NUM_CLASSES)
         self.softmax = nn.Softmax(dim=1)
+        layers: tuple[nn.Conv2d | nn.Linear, ...] = (self.conv_0, self.conv_1, self.dense_0, self.predictions)
+        for layer in layers:
+            nn.init.xavier_uniform_(layer.weight)  # Keras' glorot_uniform (same fans for conv kernels)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-softmax class scores, shape ``(N, 10)``."""
@@ -227,7 +237,7 @@ def train_torch(
     _check_training(epochs, batch_size, threads)
     x = torch.from_numpy(as_nchw(split.x_train))
     y = torch.from_numpy(split.y_train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=ADAM_EPSILON)
     with torch.random.fork_rng(devices=[]), _torch_threads(threads):
         torch.manual_seed(seed)
         model.train()
@@ -243,7 +253,7 @@ def train_torch(
 # ---------------------------------------------------------------------------------------------- both
 
 
-class Twins(NamedTuple):
+class DigitModels(NamedTuple):
     """Both trained models with their data; unpacks as ``keras_model, torch_model, split, accuracies``."""
 
     keras_model: Any
@@ -252,25 +262,25 @@ class Twins(NamedTuple):
     accuracies: dict[str, float]
 
 
-def trained_twins(
+def trained_digit_models(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     seed: int = 0,
     epochs: int = EPOCHS,
     threads: int | None = None,
-) -> Twins:
+) -> DigitModels:
     """Build, train and score both models on :func:`load_digits_28` (``seed`` drives everything).
 
     Args:
-        cache_dir: folder for trained weights (``digits_keras_s0_e6.weights.h5``, ``digits_torch_s0_e6.pt``);
+        cache_dir: folder for trained weights (``digits_keras_s0_e6.weights.h5``, ``digits_torch_glorot_s0_e6.pt``);
             weights found there are loaded instead of retrained (default ``None``: always train).
         seed: seed of the split, initial weights and training (default 0).
         epochs: training epochs for each model (default 6).
         threads: torch intra-op threads while training (default ``None``: leave torch's setting).
 
     Example:
-        >>> twins = trained_twins("/tmp/convscope-cache", threads=1)  # ~30 s once, then ~1 s
-        >>> sorted(twins.accuracies)
+        >>> trained = trained_digit_models("/tmp/convscope-cache", threads=1)  # ~30 s once, then ~1 s
+        >>> sorted(trained.accuracies)
         ['keras', 'torch']
     """
     split = load_digits_28(seed=seed)
@@ -280,15 +290,15 @@ def trained_twins(
         cache.mkdir(parents=True, exist_ok=True)
         paths = {
             "keras": cache / f"digits_keras_s{seed}_e{epochs}.weights.h5",
-            "torch": cache / f"digits_torch_s{seed}_e{epochs}.pt",
+            "torch": cache / f"digits_torch_glorot_s{seed}_e{epochs}.pt",
         }
     options = {"epochs": epochs, "seed": seed, "threads": threads}
-    keras_model, keras_acc = _keras_twin(split, paths["keras"], options)
-    torch_model, torch_acc = _torch_twin(split, paths["torch"], options)
-    return Twins(keras_model, torch_model, split, {"keras": keras_acc, "torch": torch_acc})
+    keras_model, keras_acc = _keras_model(split, paths["keras"], options)
+    torch_model, torch_acc = _torch_model(split, paths["torch"], options)
+    return DigitModels(keras_model, torch_model, split, {"keras": keras_acc, "torch": torch_acc})
 
 
-def _keras_twin(split: DigitsSplit, path: Path | None, options: dict[str, Any]) -> tuple[Any, float]:
+def _keras_model(split: DigitsSplit, path: Path | None, options: dict[str, Any]) -> tuple[Any, float]:
     model = keras_digits_model(seed=options["seed"])
     if path is not None and path.exists():
         model.load_weights(path)
@@ -299,7 +309,7 @@ def _keras_twin(split: DigitsSplit, path: Path | None, options: dict[str, Any]) 
     return model, accuracy
 
 
-def _torch_twin(
+def _torch_model(
     split: DigitsSplit, path: Path | None, options: dict[str, Any]
 ) -> tuple[TorchDigitsNet, float]:
     model = torch_digits_model(seed=options["seed"])
@@ -310,3 +320,8 @@ def _torch_twin(
     if path is not None:
         torch.save(model.state_dict(), path)
     return model, accuracy
+
+
+#: Earlier names, kept working.
+Twins = DigitModels
+trained_twins = trained_digit_models

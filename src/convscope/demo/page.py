@@ -24,6 +24,9 @@ figure.attribution figcaption{max-width:none;font-size:.75rem}figure.attribution
 .note{display:block;color:#a33;margin-top:.2rem}
 img{image-rendering:pixelated;max-width:100%;border:1px solid #eee}
 pre{background:#f7f7f7;padding:.75rem;overflow-x:auto;font-size:.8rem}
+ul.reports{background:#eef5ff;border:1px solid #bcd;padding:.6rem 1rem .6rem 2rem;font-size:1rem}
+figure.tile{margin:.2rem .3rem .2rem 0;display:inline-flex;flex-direction:column;width:150px}
+figure.tile figcaption{max-width:none;font-size:.72rem}figure.tile img{max-width:none}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.2rem .5rem}
 """
 
@@ -70,6 +73,7 @@ class Section:
     pre: list[str] = field(default_factory=list)
     strips: list[Strip] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    links: list[Any] = field(default_factory=list)
 
 
 def save(img: Any, path: Path) -> Path:
@@ -115,6 +119,8 @@ def _section(s: Section) -> list[str]:
         parts.append(f"<p>{html.escape(s.text)}</p>")
     parts.extend(f"<pre>{html.escape(p)}</pre>" for p in s.pre)
     parts.extend(_table(t) for t in s.tables)
+    if s.links:
+        parts.append(_links(s.links))
     parts.extend(_img(f) for f in s.figures)
     for strip in s.strips:
         parts.append(f"<div class='strip'><h3>{html.escape(strip.title)}</h3>")
@@ -126,10 +132,20 @@ def _section(s: Section) -> list[str]:
     return parts
 
 
-def write_page(path: Path, title: str, intro: str, sections: list[Section]) -> Path:
-    """Write ``path``: one HTML file with every figure embedded (it works when moved alone)."""
+def _links(links: list[Any]) -> str:
+    """``<ul class='reports'>`` of links (objects with ``href``, ``text`` and ``detail``)."""
+    items = "".join(f"<li><a class='report' href='{html.escape(k.href)}'>{html.escape(k.text)}</a>"
+                    + (f" — {html.escape(k.detail)}" if k.detail else "") + "</li>" for k in links)  # fmt: skip
+    return f"<ul class='reports'>{items}</ul>"
+
+
+def write_page(path: Path, title: str, intro: str, sections: list[Section], *, links: list[Any] | None = None) -> Path:
+    """Write ``path``: one HTML file with every figure embedded (it works when moved alone); ``links``
+    (default none: objects with ``href``, ``text``, ``detail``) are listed right under the intro."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]  # fmt: skip
+    if links:
+        parts.append(_links(links))
     for s in sections:
         parts.extend(_section(s))
     path.write_text("\n".join(parts), encoding="utf-8")

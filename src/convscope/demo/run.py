@@ -9,13 +9,12 @@ maximisation galleries, labelled attribution panels, and an ``index.html`` that 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from convscope.demo.attribution import FRAMEWORKS, attribution_panels, method_name
 from convscope.demo.page import Figure, Section, Strip, Table, save, upscale_image, write_page
@@ -180,38 +179,43 @@ def _vgg_attributions(out: Path, state: dict[str, Any]) -> list[Strip]:
 
 
 def _maximisation(out: Path, state: dict[str, Any]) -> Section:
+    from convscope.demo.gallery import gallery_figures
     from convscope.optim import objectives
 
     steps = 32 if state["quick"] else 128
-    galleries: dict[str, list[Figure]] = {"logit": [], "channel": [], "neuron": []}
+    logits: list[Figure] = []
+    neurons: list[Figure] = []
+    strips: list[Strip] = []
     for fw in FRAMEWORKS:
         scope, name, layer = state[f"scope_{fw}"], FRAMEWORKS[fw], PRE_RELU[fw]
-        runs = (
-            ("logit", objectives.logit(range(10)), "default", "classes", "logit objective: logit of class k, k = 0–9"),
-            ("channel", objectives.channel(layer, range(16)), "plain", "conv_1",
-             f"channel objective: mean of channel k of {layer}, k = 0–15"),
-            ("neuron", objectives.neuron(layer, range(16)), "plain", "conv_1_neuron",
-             f"neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15"),
-        )  # fmt: skip
-        for kind, objective, recipe, stem, what in runs:
-            vis = scope.maximize(objective, steps=steps, seed=0, recipe=recipe)
-            state[f"vis_{fw}_{kind}"] = vis
-            file = vis.save(out / f"maximize_{fw}_{stem}.png")
-            galleries[kind].append(Figure(file, f"{name} · {what} ({recipe} recipe, {steps} steps)"))
-    strips = [
-        Strip("Logit objective: the input each class 0–9 responds to most", galleries["logit"]),
-        Strip("Channel objective: mean of channel k over the whole map — a pattern that fills the image",
-              galleries["channel"], _CHANNEL_TEXT),
-        Strip("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field matters",
-              galleries["neuron"]),
-    ]  # fmt: skip
+        vis = scope.maximize(objectives.logit(range(10)), steps=steps, seed=0)
+        logits.append(Figure(vis.save(out / f"maximize_{fw}_classes.png"),
+                             f"{name} · logit objective: logit of class k, k = 0–9 (default recipe, {steps} steps)"))  # fmt: skip
+        vis = scope.maximize(objectives.channel(layer, range(16)), steps=steps, seed=0)
+        state[f"vis_{fw}_channel"] = vis
+        tiles = gallery_figures(vis, out=out, stem=f"maximize_{fw}_conv_1", model=fw,
+                                names=[f"channel {k}" for k in range(16)])  # fmt: skip
+        flat = sum(bool(f.note) for f in tiles)
+        strips.append(Strip(f"{name} · channel objective: mean of channel k of {layer}, k = 0–15 (default recipe, "
+                            f"{steps} steps)", tiles, _channel_text(fw, flat)))  # fmt: skip
+        vis = scope.maximize(objectives.neuron(layer, range(16)), steps=steps, seed=0, recipe="plain")
+        neurons.append(Figure(vis.save(out / f"maximize_{fw}_conv_1_neuron.png"),
+                              f"{name} · neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15 "
+                              f"(plain recipe, {steps} steps)"))  # fmt: skip
+    strips.insert(0, Strip("Logit objective: the input each class 0–9 responds to most", logits))
+    strips.append(Strip("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field "
+                        "matters", neurons))  # fmt: skip
     return Section("Activation maximisation", "Inputs synthesised with scope.maximize.", strips=strips)
 
 
-_CHANNEL_TEXT = (
-    "conv_1 is read before its ReLU in both models (PyTorch: the Conv2d output conv_1; Keras, which fuses "
-    "the ReLU into the layer: conv_1:pre), so every channel has a gradient from the first step."
-)
+def _channel_text(fw: str, flat: int) -> str:
+    where = ("the Conv2d output conv_1, before the separate ReLU module" if fw == "torch"
+             else "conv_1:pre, the input of the ReLU Keras fuses into the layer")  # fmt: skip
+    why = (f" {flat} of the 16 optima are uniform images: those channels respond to overall brightness rather "
+           "than to a pattern, and say so under their tile." if flat else "")  # fmt: skip
+    return (f"Channel objective: mean of channel k over the whole map — a pattern that fills the image, made with "
+            f"the default recipe (what scope.maximize does unless told otherwise). The channel is read at {where}, "
+            f"so every channel has a gradient from the first step.{why}")
 
 
 def _dataset_examples(out: Path, state: dict[str, Any]) -> Section:
@@ -223,6 +227,7 @@ def _dataset_examples(out: Path, state: dict[str, Any]) -> Section:
     for fw, x in (("keras", as_nhwc(digits)), ("torch", as_nchw(digits))):
         scope = state[f"scope_{fw}"]
         scan = scope.scan(x, layers="conv_1", k=9, batch_size=256, progress=False)
+        state[f"scan_{fw}"] = scan
         rf = scan.receptive_field("conv_1")
         vis = state.get(f"vis_{fw}_channel")
         figures = []
@@ -274,6 +279,16 @@ def _example_panel(top: Any, histogram: Any, vis: Any) -> Any:
     return canvas
 
 
+def _reports(out: Path, state: dict[str, Any]) -> Section:
+    from convscope.demo.reports import REPORT_IMAGES, write_reports
+
+    scopes = {fw: state[f"scope_{fw}"] for fw in FRAMEWORKS}
+    scans = {fw: state[f"scan_{fw}"] for fw in FRAMEWORKS if f"scan_{fw}" in state}
+    state["links"] = write_reports(out, scopes, state["split"].x_test, scans, FRAMEWORKS)
+    return Section("Full reports", f"cs.report of each model on {REPORT_IMAGES} test digits (linked at the top), "
+                   "the same self-contained report `convscope report` writes for any model.", links=state["links"])  # fmt: skip
+
+
 #: conv_1 before its ReLU in both models: PyTorch's Conv2d output, Keras' fused activation's input.
 PRE_RELU = {"keras": "conv_1:pre", "torch": "conv_1"}
 
@@ -287,6 +302,7 @@ STEPS: list[tuple[str, Step]] = [
     ("activation maximisation", _maximisation),
     ("dataset examples", _dataset_examples),
     ("attribution", _attributions),
+    ("reports", _reports),
 ]
 
 
@@ -306,7 +322,22 @@ def run_demo(
     state: dict[str, Any] = {"quick": quick, "cache_dir": cache_dir}
     sections = []
     todo = steps if steps is not None else STEPS
-    for _, step in tqdm(todo, desc="convscope demo", unit="step"):
+    for step in _progress(todo):
         sections.append(step(out, state))
     intro = "What the same digit CNN, built in Keras 3 and in PyTorch, sees: made with convscope."
-    return write_page(out / "index.html", "convscope demo", intro, sections)
+    return write_page(out / "index.html", "convscope demo", intro, sections, links=state.get("links", []))
+
+
+def _progress(todo: list[tuple[str, Step]]) -> Iterator[Step]:
+    """The steps, with a redrawn bar on a terminal, else one line per finished step on stderr (a log stays
+    readable: ``convscope demo: 3/9 feature maps (2.1 s)``)."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        for _, step in tqdm(todo, desc="convscope demo", unit="step"):
+            yield step
+        return
+    for i, (name, step) in enumerate(todo, 1):
+        start = time.perf_counter()
+        yield step
+        print(f"convscope demo: {i}/{len(todo)} {name} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
