@@ -81,7 +81,8 @@ def test_cli_attribute_writes_the_overlay(tmp_path: Path, capsys: pytest.Capture
     add_attribute_command(parser.add_subparsers(dest="command"))
     out = tmp_path / "out.png"
     args = parser.parse_args(["attribute", "model.pt", str(image), "--method", "integrated_gradients", "--target",
-                              "2", "-o", str(out), "-O", "steps=4", "-O", "rule=riemann_middle", "--raw", str(tmp_path / "raw.npy")])  # fmt: skip
+                              "2", "-o", str(out), "-O", "steps=4", "-O", "rule=riemann_middle", "--raw", str(tmp_path / "raw.npy"),
+                              "--scale", "1"])  # fmt: skip
     scope = cs.Scope(small_net(), input_shape=(3, 16, 16))
     assert run_attribute(scope, args) == 0
     assert Image.open(out).size == (16, 16)
@@ -112,7 +113,7 @@ def test_convscope_attribute_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "sub" / "heat.png"
     code = main(["attribute", "tiny_attribution_model:make", str(image), "--input-shape", "3,16,16",
-                 "--method", "gradcam++", "--layer", "1", "-o", str(out)])  # fmt: skip
+                 "--method", "gradcam++", "--layer", "1", "-o", str(out), "--scale", "1"])  # fmt: skip
     assert code == 0 and Image.open(out).size == (16, 16)
     bad = main(["attribute", "tiny_attribution_model:make", str(image), "--input-shape", "3,16,16",
                 "--method", "saliency", "--layer", "1", "-o", str(out)])  # fmt: skip

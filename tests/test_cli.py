@@ -70,7 +70,7 @@ def test_weights_load_safely_refuses_pickled_objects(tmp_path: Path) -> None:
 def test_maps_writes_the_grid(tmp_path: Path, digit_png: Path, torch_weights: tuple[Path, torch.nn.Module]) -> None:
     out = tmp_path / "maps.png"
     rc = main(["maps", FACTORY, str(digit_png), "--weights", str(torch_weights[0]), "--layer", "conv_0",
-               "--input-shape", "1,28,28", "-o", str(out)])  # fmt: skip
+               "--input-shape", "1,28,28", "-o", str(out), "--scale", "1"])  # fmt: skip
     assert rc == 0
     img = Image.open(out)
     assert img.size == (8 * 26 * 2 + 7, 4 * 26 * 2 + 3)  # 32 maps of 26x26 as 4x8, x2 upscale, 1 px gaps
@@ -110,7 +110,7 @@ def test_torchscript_file_summarises_and_refuses_hooks_clearly(
 
 def test_maps_with_a_glob_writes_one_file_per_layer(tmp_path: Path, digit_png: Path, keras_file: Path) -> None:
     out = tmp_path / "maps.png"
-    assert main(["maps", str(keras_file), str(digit_png), "--layer", "conv_*", "-o", str(out)]) == 0
+    assert main(["maps", str(keras_file), str(digit_png), "--layer", "conv_*", "-o", str(out), "--scale", "1"]) == 0
     assert Image.open(tmp_path / "maps_conv_0.png").size == (8 * 52 + 7, 4 * 52 + 3)
     assert Image.open(tmp_path / "maps_conv_1.png").size == (8 * 48 + 7, 8 * 48 + 7)
     assert not out.exists()

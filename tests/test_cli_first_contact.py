@@ -260,7 +260,7 @@ def test_one_output_rule_and_scale_on_every_picture_verb(
 ) -> None:  # 7.7
     monkeypatch.chdir(tmp_path)
     argv = _verb_argv(verb, torch_args, digit_png)
-    assert main(argv) == 0  # no -o: a default name from the verb and the layer (or method), printed
+    assert main([*argv, "--scale", "1"]) == 0  # no -o: a default name from the verb and layer (or method)
     assert capsys.readouterr().out.rstrip().endswith(f"-> {default_name}")
     small = Image.open(tmp_path / default_name)
     assert small.format == "PNG"
@@ -274,7 +274,8 @@ def test_one_output_rule_and_scale_on_every_picture_verb(
 def test_maps_channels_selects_tiles(digit_png: Path, torch_args: list[str], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:  # 7.7
     out = tmp_path / "m.png"
-    assert main(["maps", *torch_args, str(digit_png), "--layer", "conv_0", "--channels", "0-3,7", "-o", str(out)]) == 0
+    assert main(["maps", *torch_args, str(digit_png), "--layer", "conv_0", "--channels", "0-3,7", "-o", str(out),
+                 "--scale", "1"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"conv_0: 5 of 32 maps of 26x26 -> {out}")
     import convscope as cs
 

@@ -119,7 +119,7 @@ def test_torch_trainable_counts_with_frozen_params(mode_net: Any) -> None:
 
 def test_torch_shared_module_listed_per_call_and_counted_once(shared_net: Any) -> None:
     s = cs.Scope(shared_net, input_shape=(2, 5, 5)).summary()
-    assert [(r.name, r.params) for r in s.rows] == [("conv", 38), ("relu", 0), ("conv", 0), ("relu", 0)]
+    assert [(r.name, r.params) for r in s.rows] == [("conv", 38), ("relu", 0), ("conv@1", 0), ("relu@1", 0)]
     assert all(r.output_shape == (None, 2, 5, 5) for r in s.rows)
     assert s.total_params == sum(p.numel() for p in shared_net.parameters()) == 38
     assert sum(r.params for r in s.rows) == s.total_params

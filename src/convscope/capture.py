@@ -22,16 +22,19 @@ class Target:
     """One layer output to record: a layer, for tuple outputs the element index, and ``pre`` to record
     the input of a Keras layer's fused activation (``Conv2D(..., activation="relu")``) instead of its
     output. Layers without a fused activation (every PyTorch module) record their output either way.
+    ``call`` records only that call (0-based) of a module that runs several times in one pass (key
+    ``'name@k'``); ``None`` (default) records every call.
     """
 
     handle: LayerHandle
     item: int | None = None
     pre: bool = False
+    call: int | None = None
 
     @property
     def key(self) -> str:
         key = self.handle.name if self.item is None else f"{self.handle.name}[{self.item}]"
-        return key + (":pre" if self.pre else "")
+        return key + (":pre" if self.pre else "") + ("" if self.call is None else f"@{self.call}")
 
 
 @dataclass
@@ -44,9 +47,15 @@ class Recording:
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     events: list[tuple[str, int]] = field(default_factory=list)
     edges: dict[str, list[tuple[Any, int] | None]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+    """Per ``'name@k'`` key: how many times the module ran (to explain a call that never came)."""
 
     def get(self, key: str, call: int = 0) -> torch.Tensor:
         calls = self.values.get(key)
+        if not calls and key in self.seen:
+            base, _, k = key.rpartition("@")
+            raise CaptureError(f"layer {base!r} ran {self.seen[key]} time(s) in this pass, so {key!r} (call {k}, "
+                               f"counting from 0) does not exist")  # fmt: skip
         if not calls:
             raise CaptureError(
                 f"layer {key!r} did not run during the forward pass; it may sit on a branch the model "
@@ -278,6 +287,11 @@ class Capture:
 
     def _record(self, target: Target, output: Any) -> None:
         key = target.key
+        if target.call is not None:  # 'name@k': only the k-th call of the module
+            n = self.recording.seen.get(key, 0)
+            self.recording.seen[key] = n + 1
+            if n != target.call:
+                return
         if self.shapes_only:
             shapes = self.recording.shapes.setdefault(key, [])
             self.recording.events.append((key, len(shapes)))

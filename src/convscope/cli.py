@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from convscope.errors import ConvscopeError, OptionError, hint
+from convscope.errors import ConvscopeError, OptionError, closest, hint
 
 PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                     ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
@@ -32,6 +32,47 @@ _PLUGINS = {
     "scan": ("convscope.dataset.cli", "add_scan_command", "run_scan"),
     "top": ("convscope.dataset.cli", "add_top_command", "run_top"),
 }
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``convscope: error: ...``, naming the flags; no
+    usage block. Used for the main parser and, as ``parser_class``, every sub-command."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        print(f"convscope: error: {_argparse_message(message)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _argparse_message(message: str) -> str:
+    """argparse's wording in ours: unknown commands get the closest verb, ``argument --x:`` reads ``--x:``."""
+    m = re.search(r"argument COMMAND: invalid choice: '?([^' ]+)'? \(choose from (.*)\)", message)
+    if m:
+        verbs = [v.strip(" '\"") for v in m.group(2).split(",")]
+        near = closest(m.group(1), verbs)
+        return (f"unknown command {m.group(1)!r}" + (f" (closest: {near[0]!r})" if near else "")
+                + f"; commands: {', '.join(verbs)}")  # fmt: skip
+    m = re.search(r"one of the arguments (\S+) (\S+) is required", message)
+    if m:
+        return f"pass {m.group(1)} (channels of a layer) or {m.group(2)} (class scores), e.g. {m.group(1)} conv1"
+    return re.sub(r"^argument ([^:]+): ", lambda g: g.group(1).split("/")[-1] + ": ", message)
+
+
+def _unknown_option(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> str:
+    """``unknown option --inptu-shape (closest: --input-shape)`` for the first of ``extras``."""
+    sub = _subparser(parser, getattr(args, "command", None)) or parser
+    flags = [f for f in sub._option_string_actions if f.startswith("--")]
+    first = next((e for e in extras if e.startswith("-")), extras[0])
+    if not first.startswith("-"):
+        return f"unexpected argument {first!r}; see convscope {args.command or ''} --help".replace("  ", " ")
+    near = closest(first.split("=")[0], flags)
+    return f"unknown option {first.split('=')[0]}" + (f" (closest: {near[0]})" if near else "")
+
+
+def _subparser(parser: argparse.ArgumentParser, verb: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and verb in action.choices:
+            return action.choices[verb]  # type: ignore[no-any-return]
+    return None
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -129,8 +170,28 @@ def add_picture_options(p: argparse.ArgumentParser, example: str) -> None:
     kinds = " ".join(PICTURE_SUFFIXES)
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help=f"picture to write, format from the suffix ({kinds}); default: {example}")  # fmt: skip
-    p.add_argument("--scale", type=int, default=1, metavar="N",
-                   help="enlarge the final picture N times, nearest neighbour (default 1)")  # fmt: skip
+    p.add_argument("--scale", type=_scale, default="auto", metavar="N",
+                   help="enlarge the final picture N times, nearest neighbour; default auto: the smallest "
+                        f"whole factor (at most {AUTO_SCALE_MAX}) that makes the shorter side >= {AUTO_SCALE_SIDE} px")  # fmt: skip
+
+
+AUTO_SCALE_SIDE, AUTO_SCALE_MAX = 256, 8
+"""``--scale auto``: enlarge until the shorter side is at least this many pixels, by at most this factor."""
+
+
+def _scale(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto'; got {text!r}") from None
+
+
+def auto_scale(width: int, height: int) -> int:
+    """The ``--scale auto`` factor: the smallest whole N (1..8) with ``N * min(width, height) >= 256``."""
+    short = max(1, min(width, height))
+    return max(1, min(AUTO_SCALE_MAX, -(-AUTO_SCALE_SIDE // short)))
 
 
 def check_picture_options(args: argparse.Namespace) -> None:
@@ -146,7 +207,9 @@ def check_picture_options(args: argparse.Namespace) -> None:
 
 
 def picture_path(args: argparse.Namespace, verb: str, name: str, *, several: bool = False) -> Path:
-    """``-o`` as given; with ``several`` pictures ``OUT_<name>.ext``; without ``-o`` ``<verb>_<name>.png``."""
+    """``-o`` as given; with ``several`` pictures ``OUT_<name>.ext``; without ``-o`` ``<verb>_<name>.png``.
+    A later call of a module, printed ``name@1``, is written ``name-call1`` (``@`` is awkward in shells)."""
+    name = re.sub(r"@(\d+)$", r"-call\1", name)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("+", "p")).strip("_.") or "model"
     given = getattr(args, "output", None)
     if given is None:
@@ -155,10 +218,21 @@ def picture_path(args: argparse.Namespace, verb: str, name: str, *, several: boo
     return out.with_name(f"{out.stem}_{safe}{out.suffix}") if several else out
 
 
-def write_picture(img: Any, path: Path, scale: int = 1) -> Path:
-    """Save the PIL image ``img`` to ``path`` (format from the suffix), enlarged ``scale`` times."""
+_NOTED: set[str] = set()
+
+
+def write_picture(img: Any, path: Path, scale: int | str = 1) -> Path:
+    """Save the PIL image ``img`` to ``path`` (format from the suffix), enlarged ``scale`` times
+    (``"auto"``: :func:`auto_scale`, printed when it enlarges)."""
     from PIL import Image
 
+    if scale == "auto":
+        scale = auto_scale(img.width, img.height)
+        note = f"--scale auto: pictures enlarged {scale}x (pass --scale 1 to keep their size)"
+        if scale > 1 and note not in _NOTED:  # once per size factor and run
+            _NOTED.add(note)
+            print(note)
+    assert isinstance(scale, int)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     fmt = PICTURE_SUFFIXES[path.suffix.lower()]
@@ -186,9 +260,18 @@ _REWRITES: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
+def _numbers_flag(m: re.Match[str]) -> str:
+    values = ",".join(v.strip() for v in m.group(2).split(",") if v.strip())
+    return f"--{m.group(1)} {values} has {m.group(3)} values; pass 1 or {m.group(4)}"
+
+
 def cli_message(text: str) -> str:
     """A library message with its Python spellings (``Scope(model, input_shape=...)``, ``steps=0``)
     turned into the command-line flags that set the same thing; one line."""
+    text = re.sub(r"\b(mean|std)=\(([^)]*)\) has (\d+) values; pass 1 value or (\d+) \(one per channel\)",
+                  _numbers_flag, text)  # fmt: skip
+    text = re.sub(r"leave layer=None(?: for the last one| for the default \(the last block's output\))?",
+                  "omit --layer to use the last block's output", text)  # fmt: skip
     for pattern, repl in _REWRITES:
         text = re.sub(pattern, repl, text)
     text = re.sub(r"(?<![\w.-])(" + "|".join(_FLAGS) + r")=(?=\S)",
@@ -242,6 +325,7 @@ def run_summary(scope: Any, args: argparse.Namespace) -> int:
 
 
 def run_maps(scope: Any, args: argparse.Namespace) -> int:
+    from convscope.featuremaps import index_ranges
     from convscope.optim.cli import parse_indices
     from convscope.predictions import predictions_text
 
@@ -249,12 +333,24 @@ def run_maps(scope: Any, args: argparse.Namespace) -> int:
     if text := predictions_text(scope, [args.image], labels=args.labels):
         print(text)
     acts = scope.activations(args.image, layers=args.layer)  # one pass, however many layers match
+    if args.layer is None:
+        print(f"--layer not given: showing every layer with spatial maps ({len(acts)}): "
+              f"{', '.join(acts)}")  # fmt: skip
+    elif len(acts) > 1:
+        print(f"--layer {args.layer} matched {len(acts)} outputs; writing one file each")
     opts: dict[str, Any] = {"cols": args.cols, "normalize": args.normalize, "labels": args.tile_labels,
                             "channels": channels}  # fmt: skip
     if args.cmap:
         opts["cmap"] = args.cmap
     for name, fm in acts.items():  # several layers (a glob or type): one file each, named after the layer
-        path = write_picture(fm.grid(**opts), picture_path(args, "maps", name, several=len(acts) > 1), args.scale)
+        try:
+            picture = fm.grid(**opts)
+        except ConvscopeError as exc:
+            if channels is None:
+                raise
+            raise OptionError(str(exc).replace(f"channels={index_ranges(channels)}", f"--channels {args.channels}",
+                                               1)) from None  # fmt: skip
+        path = write_picture(picture, picture_path(args, "maps", name, several=len(acts) > 1), args.scale)
         shown = f"{fm.num_channels}" if channels is None else f"{len(channels)} of {fm.num_channels}"
         if fm.is_vector:  # Dense, global pooling, logits: drawn as a strip of units
             print(f"{name}: {shown} units (a vector, drawn as a strip) -> {path}")
@@ -265,7 +361,14 @@ def run_maps(scope: Any, args: argparse.Namespace) -> int:
 
 
 def run_filters(scope: Any, args: argparse.Namespace) -> int:
-    filters = scope.filters(args.layer)
+    layer = args.layer
+    if layer is None:
+        convs = [h for h in scope.adapter.handles if scope._has_conv_kernel(h)]
+        if not convs:
+            raise OptionError("this model has no 2-D convolution layer, so there are no filters to draw")
+        layer = convs[0].name
+        print(f"--layer not given: using the first conv layer, {scope.index.display_name(convs[0])!r}")
+    filters = scope.filters(layer)
     opts: dict[str, Any] = {"mode": args.mode, "cols": args.cols}
     if args.cmap:
         opts["cmap"] = args.cmap
@@ -283,8 +386,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int]]]:
-    parser = argparse.ArgumentParser(prog="convscope", description="See inside convolutional networks.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = CliParser(prog="convscope", description="See inside convolutional networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     runners: dict[str, Callable[..., int]] = {"summary": run_summary, "maps": run_maps, "filters": run_filters}
 
     p = sub.add_parser("summary", help="per-layer table: name, type, output shape, parameters")
@@ -295,7 +398,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
     p = sub.add_parser("maps", help="feature maps of one layer for an image, as one grid picture")
     add_model_args(p)
     p.add_argument("image", help="image file (PNG/JPEG)")
-    p.add_argument("--layer", required=True, help="layer name, path, index, glob or type")
+    p.add_argument("--layer", default=None,
+                   help="layer name, path, index, glob or type; 'name@1' is the second call of a module run "
+                        "twice (default: every layer with spatial maps, listed)")  # fmt: skip
     p.add_argument("--channels", help="channel indices/ranges to show, e.g. 0-15 or 0,3,8-11 (default: all)")
     add_choice(p, "--normalize", [m.value for m in Normalize], default="channel", help="how values become colours")
     p.add_argument("--labels", default=None, metavar="FILE",
@@ -304,7 +409,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
     _grid_options(p, "maps_LAYER.png")
     p = sub.add_parser("filters", help="kernels of a conv layer as one picture")
     add_model_args(p)
-    p.add_argument("--layer", required=True, help="conv layer name, path, index, glob or type")
+    p.add_argument("--layer", default=None,
+                   help="conv layer name, path, index, glob or type (default: the first conv layer)")
     add_choice(p, "--mode", [m.value for m in FilterMode], default="auto", help="how kernels become tiles")
     _grid_options(p, "filters_LAYER.png")
     p = sub.add_parser("demo", help="train the same digit CNN in Keras and in PyTorch, then write demo-output/index.html")
@@ -323,8 +429,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
 
 def main(argv: Sequence[str] | None = None) -> int:
     force_torch_backend()  # before anything imports keras
+    _NOTED.clear()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keras' save/load may import TensorFlow: no C++ logs
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(_unknown_option(parser, args, extras))
     if args.command is None:
         parser.print_help()
         return 2

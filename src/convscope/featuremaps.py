@@ -89,6 +89,7 @@ class FeatureMaps(Picture):
             acts["fc"].grid(sort="max")     # "fc: 10 units, min -1.2 (unit 4) max 3.4 (unit 7)"
         """
         sample = self._sample(index)
+        _check_channels(self.name, options.get("channels"), len(sample), "units" if self.is_vector else "channels")
         if self.is_vector:
             from convscope.render.strip import strip_image
 
@@ -121,6 +122,30 @@ class FeatureMaps(Picture):
 
     def __repr__(self) -> str:
         return f"FeatureMaps({self.name!r}, shape={self.shape}, layout={self.layout.value})"
+
+
+def index_ranges(indices: Any) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``: indices as inclusive ranges, in the given order."""
+    parts: list[list[int]] = []
+    for i in (int(v) for v in indices):
+        if parts and i == parts[-1][1] + 1:
+            parts[-1][1] = i
+        else:
+            parts.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def _check_channels(name: str, channels: Any, count: int, kind: str) -> None:
+    """Short message for indices past the layer's end: ``channels=0-99: layer 'stem' has 16 channels (0-15)``."""
+    if channels is None or isinstance(channels, str) or not hasattr(channels, "__iter__"):
+        return
+    items = list(channels)
+    if not all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in items):
+        return  # the renderer names wrong types
+    bad = [c for c in items if not 0 <= c < count]
+    if bad:
+        raise OptionError(f"channels={index_ranges(items)}: layer {name!r} has {count} {kind} (0-{count - 1}); "
+                          f"out of range: {index_ranges(bad)}")  # fmt: skip
 
 
 def _warn_blank(name: str, maps: np.ndarray, kind: str, where: str, normalize: Any = None) -> None:

@@ -248,7 +248,8 @@ def _collect(inputs: object, spec: InputSpec) -> list[np.ndarray | torch.Tensor]
 
 def _collect_one(item: object, spec: InputSpec, where: str) -> Sequence[np.ndarray | torch.Tensor]:
     if isinstance(item, (str, os.PathLike)):
-        return [_pil_to_array(load_image(item), where)]
+        path = repr(os.fspath(item))  # messages name the file
+        return [_pil_to_array(load_image(item), path if where == "inputs" else f"{where} ({path})")]
     if isinstance(item, Image.Image):
         return [_pil_to_array(item, where)]
     if isinstance(item, torch.Tensor):

@@ -110,6 +110,16 @@ def _check_keras_file(path: Path) -> None:
     with path.open("rb") as f:
         head = f.read(8)
     if path.suffix.lower() == ".keras":
+        try:
+            readable = zipfile.is_zipfile(path) and zipfile.ZipFile(path).testzip() is None
+        except (zipfile.BadZipFile, OSError, EOFError):
+            readable = False
+        if head.startswith(b"PK\x03\x04") and not readable:
+            raise ModelLoadError(
+                f"{str(path)!r} is not a valid Keras archive: it starts like a zip archive but cannot be read "
+                "as one — a truncated or damaged zip archive (an interrupted download or copy?); save the "
+                "model again with model.save('model.keras')"
+            )
         if not zipfile.is_zipfile(path):
             raise ModelLoadError(
                 f"{str(path)!r} is not a valid Keras archive: a .keras file is a zip archive written by "
@@ -143,7 +153,7 @@ def _load_factory(spec: str) -> Any:
     factory = module
     for part in attr.split("."):
         if not hasattr(factory, part):
-            raise ModelLoadError(f"module {module_name!r} has no attribute {attr!r}")
+            raise ModelLoadError(f"module {module_name!r} has no attribute {attr!r}; {_callables(factory, part)}")
         factory = getattr(factory, part)
     if not callable(factory):
         raise ModelLoadError(f"{spec!r} is not callable")
@@ -151,6 +161,21 @@ def _load_factory(spec: str) -> Any:
         return factory()
     except Exception as exc:
         raise ModelLoadError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _callables(owner: Any, wanted: str) -> str:
+    """The public functions and classes ``owner`` defines, closest to ``wanted`` first, for a message."""
+    import difflib
+
+    own = getattr(owner, "__name__", None)
+    names = [n for n, v in vars(owner).items() if not n.startswith("_") and callable(v)
+             and getattr(v, "__module__", own) == own]  # fmt: skip
+    if not names:
+        return "it defines no public functions or classes"
+    names.sort(key=lambda n: (-difflib.SequenceMatcher(None, wanted.lower(), n.lower()).ratio(),
+                              -difflib.SequenceMatcher(None, wanted, n).ratio()))  # fmt: skip
+    shown = ", ".join(repr(n) for n in names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    return f"its functions and classes, closest first: {shown}"
 
 
 def load_weights(model: Any, weights: str | os.PathLike[str]) -> None:

@@ -17,6 +17,7 @@ from convscope.layers import LayerIndex, LayerQuery
 from convscope.summary import ModelSummary, keras_summary, torch_summary
 
 _ITEM = re.compile(r"^(?P<name>.+)\[(?P<item>-?\d+)\]$")
+_CALL = re.compile(r"^(?P<name>.+)@(?P<call>\d+)$")
 
 
 class Scope:
@@ -195,17 +196,20 @@ class Scope:
     def targets(self, layers: Any) -> list[Target]:
         """Resolve layer queries: ``'name[i]'`` selects element i of a tuple output; ``'name:pre'`` the
         input of a Keras layer's fused activation (pre-ReLU values; the same as ``'name'`` for layers
-        without one, such as every PyTorch module)."""
+        without one, such as every PyTorch module); ``'name@k'`` only call k (from 0) of a module that
+        runs several times in one pass, as :meth:`activations` prints it."""
         queries = layers if isinstance(layers, list | tuple) else [layers]
         out: list[Target] = []
         for q in queries:
-            item, pre = None, False
+            item, pre, call = None, False, None
+            if isinstance(q, str) and (c := _CALL.match(q)) and not self._is_layer(q):
+                q, call = c.group("name"), int(c.group("call"))
             if isinstance(q, str) and q.endswith(":pre") and not self._is_layer(q):
                 q, pre = q[: -len(":pre")], True
             if isinstance(q, str) and (m := _ITEM.match(q)) and not self._is_layer(q):
                 q, item = m.group("name"), int(m.group("item"))
             for h in self.index.find_all(q):
-                t = Target(h, item, pre)
+                t = Target(h, item, pre, call)
                 if t not in out:
                     out.append(t)
         if not out:
@@ -263,6 +267,7 @@ class Scope:
             label = self.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
             label += ":pre" if t.pre else ""
             for call, tensor in enumerate(cap.recording.values[key]):
+                call = call if t.call is None else t.call
                 name = label if call == 0 else f"{label}@{call}"
                 maps[name] = FeatureMaps(name, tensor, self.layout)
         if layers is not None:

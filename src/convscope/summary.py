@@ -123,18 +123,19 @@ def torch_summary(adapter: ModelAdapter, x: torch.Tensor, display: Callable[[Lay
     seen: set[int] = set()
     rows: list[SummaryRow] = []
 
-    def row(h: LayerHandle, shape: Any) -> SummaryRow:
+    def row(h: LayerHandle, shape: Any, call: int = 0) -> SummaryRow:
         fresh = [p for p in h.module.parameters(recurse=not any(True for _ in h.module.children()))
                  if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         n = sum(p.numel() for p in fresh)
         t = sum(p.numel() for p in fresh if p.requires_grad)
-        return SummaryRow(display(h), h.type_name, _unbatch(shape), n, t, t == n)
+        name = display(h) + (f"@{call}" if call else "")  # a module run twice: 'name', 'name@1'
+        return SummaryRow(name, h.type_name, _unbatch(shape), n, t, t == n)
 
     called: set[str] = set()
     for key, call in cap.recording.events:
         called.add(key)
-        rows.append(row(by_key[key], cap.recording.shapes[key][call]))
+        rows.append(row(by_key[key], cap.recording.shapes[key][call], call))
     for h in handles:  # modules that own parameters but never ran still count
         if h.name not in called and any(True for _ in h.module.parameters()):
             rows.append(row(h, None))

@@ -72,7 +72,8 @@ def resolve_layer(scope: Scope, layer: Any, x: torch.Tensor) -> Target:
 
 
 def layer_name(scope: Scope, t: Target) -> str:
-    return scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
+    name = scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
+    return name + ("" if not t.call else f"@{t.call}")
 
 
 def build_job(scope: Scope, x: torch.Tensor, algo: Method, *, target: TargetLike, layer: Any) -> Job:

@@ -42,7 +42,9 @@ def add_attribute_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("image", nargs="+", help="image file(s); several are explained as one batch")
     add_choice(p, "--method", names, default="gradcam", help="attribution method")
     p.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1 class)")
-    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last block's output; printed)")
+    p.add_argument("--layer", default=None,
+                   help="layer for CAM methods; 'name@1' is the second call of a module run twice (default: the "
+                        "last block's output; printed)")  # fmt: skip
     add_picture_options(p, "attribute_METHOD.png")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")
     add_choice(p, "--cmap", colormap_names(), default="turbo", help="colour map of the heatmap")
@@ -95,10 +97,20 @@ def run_attribute(scope: Scope, args: argparse.Namespace) -> int:
     att = scope.attribute(images if len(images) > 1 else images[0], method=args.method, target=args.target,
                           layer=args.layer, **options)  # fmt: skip
     picture = att.grid(alpha=args.alpha, cmap=args.cmap, on=images if args.on_original else None)
-    out = write_picture(picture, picture_path(args, "attribute", args.method), getattr(args, "scale", 1))
+    scale = getattr(args, "scale", 1)
+    scale = 1 if args.on_original and scale == "auto" else scale  # the photos' own resolution, as asked
+    out = write_picture(picture, picture_path(args, "attribute", args.method), scale)
     if args.raw:
         np.save(args.raw, att.raw)
     where = f" at layer {att.layer!r}" if att.layer else ""
-    targets = ", ".join(map(str, att.targets)) if att.targets is not None else "custom"
+    names: list[str] = []
+    if args.labels is not None:
+        from convscope.predictions import read_labels
+
+        names = read_labels(args.labels)
+    if att.targets is None:
+        targets = "custom"
+    else:  # with --labels: "target class 3 (cat)"
+        targets = ", ".join(f"{t} ({names[t]})" if 0 <= t < len(names) else str(t) for t in att.targets)
     print(f"{args.method}{where}, target class {targets} -> {out}")
     return 0

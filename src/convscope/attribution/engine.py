@@ -159,7 +159,8 @@ class Job:
         if cap.recording.calls(key) > 1:
             raise OptionError(f"layer {self.layer_name!r} ran {cap.recording.calls(key)} times in one pass (a "
                               f"reused module, such as the one ReLU of a ResNet block); CAM methods need a "
-                              f"layer that runs once — {_once_hint(self.layer.handle)}")
+                              f"layer that runs once — name one call, {f'{self.layer_name}@1'!r} for the second, "
+                              f"or {_once_hint(self.layer.handle)}")
         if value.dim() != 4:
             raise OptionError(f"layer {self.layer_name!r} outputs shape {tuple(value.shape)}; CAM methods need a "
                               "spatial 4-D output (a conv or pooling layer); leave layer=None for the last one")
@@ -227,5 +228,5 @@ def _check_relus(mode: ReluMode, seen: ReluReport) -> None:
 def _once_hint(handle: LayerHandle) -> str:
     """What to pass instead of a reused module: the block that contains it, or the default."""
     if "." in handle.path:
-        return f"pass the block that contains it, layer={handle.path.rsplit('.', 1)[0]!r}, or leave layer=None"
+        return f"the block that contains it, layer={handle.path.rsplit('.', 1)[0]!r}, or leave layer=None"
     return "pick another layer, or leave layer=None for the default (the last block's output)"

@@ -3,8 +3,8 @@
 Instead of hooking ``nn.ReLU`` modules (which misses reused modules, ``F.relu`` inside ``forward`` and
 Keras' ``activation="relu"``), :func:`relu_override` installs a ``TorchFunctionMode`` that catches every
 ReLU call made while the model runs — ``nn.ReLU`` (in place or not), ``F.relu``, ``torch.relu``,
-``Tensor.relu``/``relu_``, ``clamp(min=0)`` — and Keras' ReLU activation, which calls ``F.relu`` on the
-torch backend. Nothing is registered on the model; leaving the ``with`` block removes the mode.
+``Tensor.relu``/``relu_``, ``clamp(min=0)``, the ``aten.relu``/``relu_`` ops of a ``torch.export``
+graph — and Keras' ReLU activation, which calls ``F.relu`` on the torch backend. Nothing is registered on the model; leaving the ``with`` block removes the mode.
 
 Backward rules for a ReLU with output ``y`` and incoming gradient ``g``:
 
@@ -67,17 +67,23 @@ def _backward(mode: ReluMode, y: torch.Tensor, grad: torch.Tensor) -> torch.Tens
     return positive if mode is ReluMode.DECONV else positive * (y > 0).to(grad.dtype)
 
 
-_RELU: set[Callable[..., Any]] = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+_aten = torch.ops.aten  # a torch.export (.pt2) graph calls these OpOverloads, which the mode also sees
+_RELU: set[Callable[..., Any]] = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+                                  _aten.relu.default, _aten.relu_.default}  # fmt: skip
 _INPLACE: set[Callable[..., Any]] = {F.relu_, torch.relu_, torch.Tensor.relu_, torch.Tensor.clamp_,
-                                     torch.clamp_, torch.Tensor.clamp_min_, torch.clamp_min_}  # fmt: skip
+                                     torch.clamp_, torch.Tensor.clamp_min_, torch.clamp_min_,
+                                     _aten.relu_.default, _aten.clamp_.default, _aten.clamp_min_.default}  # fmt: skip
 _CLAMP: set[Callable[..., Any]] = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_,
                                    torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_,
-                                   torch.Tensor.clamp_min_}  # fmt: skip
+                                   torch.Tensor.clamp_min_, _aten.clamp.default, _aten.clamp_.default,
+                                   _aten.clamp_min.default, _aten.clamp_min_.default}  # fmt: skip
 _OTHER: dict[Callable[..., Any], str] = {
     F.leaky_relu: "leaky_relu", F.elu: "elu", F.selu: "selu", F.celu: "celu", F.gelu: "gelu",
     F.silu: "silu", F.mish: "mish", F.hardswish: "hardswish", F.relu6: "relu6", F.hardtanh: "hardtanh",
     F.softplus: "softplus", torch.sigmoid: "sigmoid", torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
     torch.tanh: "tanh", torch.Tensor.tanh: "tanh", F.tanh: "tanh",
+    _aten.sigmoid.default: "sigmoid", _aten.tanh.default: "tanh", _aten.gelu.default: "gelu",
+    _aten.silu.default: "silu", _aten.leaky_relu.default: "leaky_relu", _aten.hardtanh.default: "hardtanh",
 }  # fmt: skip
 
 

@@ -84,7 +84,30 @@ class Attribution(Picture):
         i = self._check_index(index)
         if on is None:
             return overlay(self.images[i], self.maps[i], alpha=alpha, cmap=cmap)
-        return overlay_on_photo(_photo(on), self.maps[i], resize=self.resize, alpha=alpha, cmap=cmap)
+        photo = _photo(on)
+        self._warn_if_other_photo(i, photo, on)
+        return overlay_on_photo(photo, self.maps[i], resize=self.resize, alpha=alpha, cmap=cmap)
+
+    def _warn_if_other_photo(self, i: int, photo: np.ndarray, on: Any) -> None:
+        """Warn when ``photo``, resized the way the inputs were, clearly differs from the picture the map
+        was computed on (mean absolute difference above 10% of the range): the map belongs elsewhere."""
+        import warnings
+
+        from convscope._warnings import user_stacklevel
+        from convscope.preprocessing import Placement
+
+        seen = self.images[i]
+        img = Image.fromarray(photo if photo.ndim == 2 or photo.shape[-1] in (1, 3) else photo[..., :3])
+        fitted = Placement.of((img.height, img.width), seen.shape[:2], self.resize).fit(img.convert("RGB"))
+        small = (min(32, seen.shape[1]), min(32, seen.shape[0]))  # thumbnails: blind to resampling detail
+        a = np.asarray(fitted.resize(small, Image.Resampling.BOX), dtype=np.float32)
+        b = np.asarray(Image.fromarray(seen).convert("RGB").resize(small, Image.Resampling.BOX), dtype=np.float32)
+        gap = float(np.abs(a - b).mean()) / 255.0
+        if gap > 0.10:
+            name = repr(os.fspath(on)) if isinstance(on, (str, os.PathLike)) else "the photo"
+            warnings.warn(f"{name} does not look like the image this map was computed on (mean difference "
+                          f"{gap:.0%} after resizing it with resize={self.resize!r}); the overlay may show the "
+                          "map on the wrong picture — pass the attributed image", stacklevel=user_stacklevel())  # fmt: skip
 
     def grid(
         self,

@@ -194,7 +194,8 @@ def _unit_boxes(
         out = cap.recording.get(Target(handle, target.item, target.pre).key)
     if out.ndim != 4:
         raise ConvscopeError(
-            f"layer {target.key!r} has output shape {tuple(out.shape)}; receptive fields need a spatial (4-D) output"
+            f"layer {target.key!r} has output shape {(None, *(int(d) for d in out.shape[1:]))}; receptive fields "
+            "need a spatial (4-D) output"
         )
     maps = out if nchw else out.permute(0, 3, 1, 2)
     grid = (int(maps.shape[2]), int(maps.shape[3]))

@@ -58,8 +58,14 @@ def _check_index(fn: str, query: LayerQuery, what: str, axis: int, indices: list
         if len(shape) <= axis:
             raise OptionError(f"{fn}: layer {shapes.name(query)!r} outputs shape {shape}; it has no {what} axis")
         if top >= shape[axis]:
-            raise OptionError(f"{fn}: {what} {top} is out of range; layer {shapes.name(query)!r} has {shape[axis]} "
-                              f"{what}s (0..{shape[axis] - 1}), output shape {shape} channel-first")  # fmt: skip
+            from convscope.featuremaps import index_ranges
+
+            given = indices if isinstance(indices, list) else [indices]
+            bad = index_ranges(i for i in given if i >= shape[axis])
+            own = getattr(shapes, "model_shape", lambda q: None)(query)
+            where = f"output shape {own}" if own is not None else f"output shape {shape} channel-first"
+            raise OptionError(f"{fn}: {what} {bad} out of range; layer {shapes.name(query)!r} has {shape[axis]} "
+                              f"{what}s (0-{shape[axis] - 1}), {where}")  # fmt: skip
 
     return check
 

@@ -135,7 +135,9 @@ def render_strip(
     band = label_h if texts is not None else 0
     top = _MARGIN + label_h + (0 if texts is not None else label_h)  # title, then the ruler
     geo = StripGeometry(cols, rows, cell_w, cell_h, band, _MARGIN + row_label_w, top, pad)
-    width = max(geo.left + geo.width, _width(title)) + _MARGIN
+    ends = _range(shown[:, 0], norm, opts.clip)
+    hi_end = geo.left + max(_width(ends[0]) + 6 + _width(ends[1]), geo.width)  # the bar's labels fit too
+    width = max(geo.left + geo.width, _MARGIN + _width(title), hi_end) + _MARGIN  # the title is never cut
     bar_y = geo.bottom + 3
     height = bar_y + _BAR_PX + label_h + _MARGIN
     background = tuple(int(v) for v in np.broadcast_to(pad_colour(opts.pad_value), (3,)))
@@ -148,9 +150,7 @@ def render_strip(
     ramp = np.linspace(0, 255, geo.width).round().astype(np.intp)
     out[bar_y : bar_y + _BAR_PX, geo.left : geo.left + geo.width] = lut[ramp][None]
     img = Image.fromarray(out)
-    _annotate(
-        img, geo, texts, title, ink, _range(shown[:, 0], norm, opts.clip), index if contiguous else None
-    )
+    _annotate(img, geo, texts, title, ink, ends, index if contiguous else None)
     return img, geo, index
 
 
@@ -185,7 +185,8 @@ def _annotate(img: Image.Image, geo: StripGeometry, texts: Sequence[str] | None,
     lo, hi = ends
     y = geo.bottom + 3 + _BAR_PX
     draw.text((geo.left, y), lo, fill=ink, font=font)
-    draw.text((max(geo.left + _width(lo) + 6, geo.left + geo.width - _width(hi)), y), hi, fill=ink, font=font)
+    if hi:
+        draw.text((max(geo.left + _width(lo) + 6, geo.left + geo.width - _width(hi)), y), hi, fill=ink, font=font)
 
 
 def _range(values: np.ndarray, norm: Normalize, clip: tuple[float, float] | None) -> tuple[str, str]:
@@ -199,7 +200,19 @@ def _range(values: np.ndarray, norm: Normalize, clip: tuple[float, float] | None
     if norm is Normalize.SYMMETRIC:
         m = max(abs(lo), abs(hi))
         lo, hi = -m, m
-    return _fmt(lo), _fmt(hi)
+    return bar_ends(lo, hi)
+
+
+def bar_ends(lo: float, hi: float) -> tuple[str, str]:
+    """The two labels of a colour bar, with enough digits to differ: ``("0.001", "0.0012")``; a
+    constant range reads ``("constant 0.001", "")``."""
+    if lo == hi:
+        return f"constant {_fmt(lo)}", ""
+    for digits in range(4, 16):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b:
+            return a, b
+    return repr(lo), repr(hi)
 
 
 def strip_image(
