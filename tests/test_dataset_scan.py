@@ -16,8 +16,8 @@ from PIL import Image
 from torch import nn
 
 import convscope as cs
-from convscope.dataset.errors import EmptyDatasetError, NotAvailableError
-from convscope.dataset.stats import ChannelStats
+from convscope.dataset.errors import EmptyDatasetError
+from convscope.dataset.stats import ChannelStats, sample_positions, sample_step
 from convscope.dataset.topk import TopK
 from resnet_replica import ResNet18
 
@@ -115,6 +115,17 @@ def test_k_larger_than_dataset_returns_all() -> None:
     check_against_brute(scan, "0", channels_first(scope, data, "0"), 16)
 
 
+def test_progress_off_a_terminal_is_one_line_per_shard(capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped (``| tail``) or logged: lines, never tqdm frames; a bar only where stderr and stdout are ttys."""
+    from convscope.dataset.driver import _live
+
+    scope = cs.Scope(small_cnn(), input_shape=(3, 12, 12))
+    scope.scan(images(10), layers="0", shard_size=4, batch_size=2)  # progress=True, the default
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split(" (")[0] for ln in err] == [f"scan: shard {i}/3 done" for i in (1, 2, 3)]
+    assert not any("%|" in ln for ln in err) and not _live()
+
+
 def test_topk_merge_equals_single_stream() -> None:
     rng = np.random.default_rng(0)
     values = torch.from_numpy(rng.integers(0, 4, (50, 8)).astype(np.float32))  # many ties
@@ -129,6 +140,30 @@ def test_topk_merge_equals_single_stream() -> None:
     assert torch.equal(merged.positions, whole.positions)
     with pytest.raises(cs.OptionError):
         whole.update(values[:2], seqs[:2], pos[:2])  # sequence numbers must move forward
+
+
+def test_topk_update_equals_brute_force_with_nan_and_signed_zeros() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.integers(-2, 3, (300, 7)).astype(np.float32)  # heavy ties
+    values[rng.random(values.shape) < 0.1] = np.nan  # ranks as -inf
+    values[values == 0] = np.where(rng.random(int((values == 0).sum())) < 0.5, -0.0, 0.0)  # -0.0 == 0.0
+    table, start, calls = TopK(7, 9), 0, []
+    for size in (1, 5, 64, 3, 100, 127):  # filling, then full with few and many candidates
+        part = torch.from_numpy(values[start : start + size])
+
+        def where(images: torch.Tensor, channels: torch.Tensor, first: int = start) -> torch.Tensor:
+            calls.append(len(images))
+            return (images + first) * 10 + channels  # a position that names the entry
+
+        table.update(part, torch.arange(start, start + size), where)
+        start += size
+    ranked = np.nan_to_num(values, nan=-np.inf) + 0.0
+    for c in range(7):
+        order = np.lexsort((np.arange(300), -ranked[:, c].astype(np.float64)))[:9]
+        assert table.seqs[c].tolist() == order.tolist(), c
+        assert table.positions[c].tolist() == (order * 10 + c).tolist()
+        np.testing.assert_array_equal(table.values[c].numpy(), ranked[order, c])
+    assert sum(calls) < 300 * 7 / 2  # argmax positions were asked only for entries that went in
 
 
 def test_torch_dataset_and_loader_labels() -> None:
@@ -185,8 +220,10 @@ def test_empty_folder_and_bad_options(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(EmptyDatasetError, match="holds no images"):
         scope.scan(tmp_path, progress=False)
-    with pytest.raises(NotAvailableError, match="not available yet"):  # store= works now; Ray comes later
-        scope.scan(images(2), backend="ray", progress=False)
+    with pytest.raises(
+        cs.OptionError, match="one-pass stream: use backend='local'"
+    ):  # Ray reads shards itself
+        scope.scan(iter([torch.zeros(2, 3, 12, 12)]), backend="ray", progress=False)
     with pytest.raises(cs.OptionError, match="k=0"):
         scope.scan(images(2), k=0, progress=False)
     scan = scope.scan(images(3), layers="0", progress=False)
@@ -207,17 +244,61 @@ def test_stats_merge_equals_numpy_over_all_data() -> None:
     per_channel = maps.transpose(1, 0, 2, 3).reshape(6, -1)
     stats = scan.stats("0")
     assert stats.count == per_channel.shape[1]
-    np.testing.assert_allclose(stats.mean, per_channel.mean(1), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(stats.std, per_channel.std(1), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(stats.min, per_channel.min(1))
+    # float32 per-map sums, combined in float64: float32 rounding only
+    np.testing.assert_allclose(stats.mean, per_channel.mean(1), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(stats.std, per_channel.std(1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats.min, per_channel.min(1))  # exact
     np.testing.assert_allclose(stats.max, per_channel.max(1))
     np.testing.assert_allclose(stats.fraction_positive, (per_channel > 0).mean(1))
-    for q in (0.1, 0.5, 0.9, 1.0):
-        expected = np.quantile(per_channel, q, axis=1)
+    # the histogram holds the same fixed sample of positions of every map: 64 of a 20 x 20 map
+    assert (sample_step(144), sample_step(400), sample_step(576), sample_step(1024)) == (
+        (1, 144),
+        (3, 64),
+        (7, 64),
+        (15, 64),
+    )
+    sample = sample_positions(144).numpy()
+    assert stats.sampled == 23 * 144
+    sampled = maps.reshape(23, 6, -1)[:, :, sample].transpose(1, 0, 2).reshape(6, -1)
+    for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+        expected = np.quantile(sampled, q, axis=1)
         assert np.all(np.abs(stats.quantile(q) - expected) <= np.abs(expected) / 16 + 1e-6), q
-    assert "channel" in str(stats) and f"{stats.count:,} positions" in str(stats)
+    assert "≈median" in str(stats) and f"{stats.count:,} positions" in str(stats)
+    assert f"{stats.sampled:,} sampled positions" in str(stats)
     picture = stats.histogram(0)
     assert isinstance(picture, Image.Image) and picture.size == (320, 160)
+
+
+def test_quantile_in_the_zero_bin_is_exactly_zero() -> None:
+    """ReLU maps with ~25 % positive values: the median is 0, not a value interpolated inside the zero bin."""
+    x = torch.relu(torch.randn(50, 3, 9, 9, generator=torch.Generator().manual_seed(0)) - 0.67)
+    stats = ChannelStats(3)
+    stats.update(x)
+    assert np.all((stats.fraction_positive > 0.2) & (stats.fraction_positive < 0.3))
+    assert stats.quantile(0.5).tolist() == [0.0, 0.0, 0.0]
+    assert np.all(stats.quantile(0.9) > 0)
+    assert " 0 " in str(stats).splitlines()[2]  # the table shows the median 0
+
+
+def test_stats_of_channels_last_views_equal_channels_first() -> None:
+    x = torch.randn(7, 5, 6, 4)  # NHWC, as a Keras layer gives it
+    a, b = ChannelStats(4), ChannelStats(4)
+    a.update(x.permute(0, 3, 1, 2))  # a strided view: summarised without a copy
+    b.update(x.permute(0, 3, 1, 2).contiguous())
+    for f in ("mean", "m2", "min", "max", "positive", "counts"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-6, err_msg=f)
+
+
+def test_std_of_near_constant_maps_keeps_its_digits() -> None:
+    """Variance tiny next to the mean: float32 sum of squares would cancel; those maps are redone shifted."""
+    g = torch.Generator().manual_seed(3)
+    x = 1000 + 1e-3 * torch.randn(6, 2, 20, 20, generator=g)
+    x[:, 1] = torch.randn(6, 20, 20, generator=g)  # an ordinary channel beside it
+    stats = ChannelStats(2)
+    stats.update(x)
+    ref = x.double().permute(1, 0, 2, 3).reshape(2, -1).numpy()
+    np.testing.assert_allclose(stats.std, ref.std(1), rtol=1e-3)
+    np.testing.assert_allclose(stats.mean, ref.mean(1), rtol=1e-7)
 
 
 def test_stats_worker_merge_is_exact() -> None:
@@ -258,7 +339,12 @@ def test_dilated_net_receptive_field() -> None:
     )  # fmt: skip
     scope = cs.Scope(net, input_shape=(3, 40, 40))
     got = {layer: scope.receptive_field(layer) for layer in ("0", "2", "4", "5")}
-    assert {k: (v.size[0], v.stride[0]) for k, v in got.items()} == {"0": (5, 1), "2": (7, 2), "4": (19, 2), "5": (27, 2)}
+    assert {k: (v.size[0], v.stride[0]) for k, v in got.items()} == {
+        "0": (5, 1),
+        "2": (7, 2),
+        "4": (19, 2),
+        "5": (27, 2),
+    }
     assert got["4"].box(0, 0) == (-9, -9, 10, 10)
     assert got["5"].box(1, 2) == (4 - 11, 2 - 11, 4 + 16, 2 + 16)  # pool unit 0: layer-4 units -1, 1, 3
 
@@ -275,7 +361,12 @@ def test_keras_same_padding_receptive_field(keras: Any) -> None:
     ])  # fmt: skip
     weights = [w.copy() for w in model.get_weights()]
     scope = cs.Scope(model)
-    expected = {"c0": (3, 2, (0, 0)), "pool": (5, 4, (0, 0)), "c1": (13, 4, (-4, -4)), "c2": (21, 8, (-4, -4))}
+    expected = {
+        "c0": (3, 2, (0, 0)),
+        "pool": (5, 4, (0, 0)),
+        "c1": (13, 4, (-4, -4)),
+        "c2": (21, 8, (-4, -4)),
+    }
     for layer, (size, stride, offset) in expected.items():
         rf = scope.receptive_field(layer)
         assert (rf.size, rf.stride, rf.offset) == ((size, size), (stride, stride), offset), layer

@@ -7,6 +7,7 @@ top images, or their receptive-field patches, from the store alone.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from convscope.cli import add_choice, add_model_args, add_picture_options, picture_path, write_picture
@@ -29,11 +30,20 @@ def add_scan_command(sub: Any) -> None:
     )
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="images per shard, the unit of resuming (default 1024)")  # fmt: skip
-    add_choice(p, "--backend", ["local", "ray"], default="local", help="where shards are scanned")
+    add_choice(p, "--backend", ["local", "ray"], default="local",
+               help="where shards are scanned: here, or on a Ray Data actor pool")  # fmt: skip
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="Ray cluster to join with --backend ray (default: $RAY_ADDRESS, else a local Ray)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a store written by another scan")
 
 
 def run_scan(scope: Any, args: argparse.Namespace) -> int:
+    if getattr(args, "ray_address", None):
+        if args.backend != "ray":
+            from convscope.errors import OptionError
+
+            raise OptionError(f"--ray-address {args.ray_address} needs --backend ray")
+        os.environ["RAY_ADDRESS"] = args.ray_address  # read by the Ray backend when it connects
     layers = [q for item in args.layers for q in item.split(",") if q] if args.layers else None
     result = scope.scan(args.data, layers=layers, k=args.k, store=args.store, batch_size=args.batch_size,
                         shard_size=args.shard_size, backend=args.backend, overwrite=args.overwrite)  # fmt: skip

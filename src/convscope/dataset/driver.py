@@ -13,13 +13,15 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convscope.dataset.errors import EmptyDatasetError, NotAvailableError
+from convscope.dataset.errors import EmptyDatasetError
+from convscope.dataset.ray_backend import check_ray_source
 from convscope.dataset.scan import Scan
 from convscope.dataset.shard import By, Partial, ShardScanner, merge_partials, split_into_shards
 from convscope.dataset.sources import Source, as_source, folder_source
@@ -31,7 +33,7 @@ class Backend(str, Enum):
     """Where shards are scanned."""
 
     LOCAL = "local"  # this process, shard after shard
-    RAY = "ray"  # a Ray Data actor pool (not available yet)
+    RAY = "ray"  # a Ray Data actor pool (see convscope.dataset.ray_backend)
 
 
 def _check_int(option: str, value: Any) -> int:
@@ -41,15 +43,17 @@ def _check_int(option: str, value: Any) -> int:
 
 
 def run_scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: Any = None, batch_size: int = 64,
-             shard_size: int = 1024, backend: str = "local", overwrite: bool = False,
-             progress: bool = True) -> Scan:  # fmt: skip
+             shard_size: int | None = None, backend: str = "local", overwrite: bool = False,
+             progress: bool = True, ray_address: str | None = None) -> Scan:  # fmt: skip
     """Implementation of :meth:`Scope.scan`."""
     k, batch_size = _check_int("k", k), _check_int("batch_size", batch_size)
-    shard_size = _check_int("shard_size", shard_size)
-    if Backend(check_choice("backend", backend, [b.value for b in Backend])) is Backend.RAY:
-        raise NotAvailableError("backend='ray' is not available yet; use backend='local' (the default)")
+    shard_size = shard_plan(batch_size, shard_size)
+    batch_size = min(batch_size, shard_size)
+    on_ray = Backend(check_choice("backend", backend, [b.value for b in Backend])) is Backend.RAY
     scanner = ShardScanner(scope, layers, k)
     source = as_source(data)
+    if on_ray:
+        check_ray_source(source)
     total = len(source)
     n_shards = math.ceil(total / shard_size) if total >= 0 else None
     box = Store(Path(store)) if store is not None else None
@@ -70,18 +74,12 @@ def run_scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: A
         )
     parts: dict[int, Partial] = {}
     try:
-        for shard, batches in _shards(source, scope, batch_size, shard_size, done):
-            if shard in done:
-                for _ in batches:  # a stream: read past a finished shard without scanning it
-                    pass
-                continue
-            before = len(source.skipped)
-            part = scanner.scan(shard, report.counted(batches))
-            part.skipped = list(source.skipped[before:])
+        for part in _scanned(scanner, source, scope, layers, (k, batch_size, shard_size), done, report, on_ray,
+                             ray_address):  # fmt: skip
             if box is not None:
                 box.write_part(part)
-            parts[shard] = part
-            report.shard_done(shard, part.count)
+            parts[part.shard] = part
+            report.shard_done(part.shard, part.count)
     finally:
         report.close()
     if box is not None:
@@ -89,6 +87,49 @@ def run_scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: A
             parts[shard] = box.read_part(shard, k)
     ordered = [parts[s] for s in sorted(parts)]
     return _finish(scope, source, scanner, ordered, k, box, len(done))
+
+
+DEFAULT_SHARD = 1024
+
+
+def shard_plan(batch_size: int, shard_size: int | None) -> int:
+    """The shard size to use. Every shard is read in whole batches aligned to its start (shard ``i``'s
+    batches start at ``i * shard_size + j * batch_size``), so the forward batches — and so every result,
+    bit for bit — do not depend on the shard size. That needs ``shard_size`` to be a multiple of
+    ``batch_size`` (a ``batch_size`` above ``shard_size`` is cut to it): the default (``None`` or 1024)
+    becomes the largest multiple of ``batch_size`` up to 1024; any other size must be one."""
+    if shard_size is None or shard_size == DEFAULT_SHARD:
+        return max(batch_size, DEFAULT_SHARD // batch_size * batch_size)
+    shard_size = _check_int("shard_size", shard_size)
+    if shard_size > batch_size and shard_size % batch_size:
+        lo = shard_size // batch_size * batch_size
+        raise OptionError(
+            f"shard_size={shard_size} is not a multiple of batch_size={batch_size}; shards are read in whole "
+            f"batches aligned to their start (so results do not depend on the shard size): pass "
+            f"shard_size={lo} or {lo + batch_size}, or another batch_size"
+        )
+    return shard_size
+
+
+def _scanned(scanner: ShardScanner, source: Source, scope: Any, layers: Any, sizes: tuple[int, int, int],
+             done: set[int], report: _Report, on_ray: bool, ray_address: str | None) -> Iterator[Partial]:  # fmt: skip
+    """The partial of every shard not ``done``: scanned here in shard order, or on Ray in any order."""
+    k, batch_size, shard_size = sizes
+    if on_ray:
+        from convscope.dataset.ray_backend import ray_scan
+
+        todo = [s for s in range(math.ceil(len(source) / shard_size)) if s not in done]
+        yield from ray_scan(scope, source, layers, k, batch_size, shard_size, todo, ray_address)
+        return
+    for shard, batches in _shards(source, scope, batch_size, shard_size, done):
+        if shard in done:
+            for _ in batches:  # a stream: read past a finished shard without scanning it
+                pass
+            continue
+        before = len(source.skipped)
+        part = scanner.scan(shard, report.counted(batches))
+        part.skipped = list(source.skipped[before:])
+        yield part
 
 
 def _shards(source: Source, scope: Any, batch_size: int, shard_size: int, done: set[int]) -> Any:
@@ -139,6 +180,13 @@ def _label_array(seqs: list[int], labels: list[int] | None) -> np.ndarray | None
 def _rf_dict(rf: Any) -> dict[str, Any]:
     return {"size": list(rf.size), "stride": list(rf.stride), "offset": list(rf.offset),
             "input_size": None if rf.input_size is None else list(rf.input_size)}  # fmt: skip
+
+
+def _live() -> bool:
+    """Whether a redrawn progress bar would be seen as one (a terminal, or a notebook)."""
+    if "ipykernel" in sys.modules:
+        return True
+    return all(getattr(f, "isatty", lambda: False)() for f in (sys.stderr, sys.stdout))
 
 
 def open_scan(store: Any, *, data: Any = None, root: Any = None) -> Scan:
@@ -214,16 +262,20 @@ class _LazyPaths(Source):
 
 
 class _Report:
-    """Progress: a tqdm bar (images/s) on a terminal, else one line per finished shard; on stderr."""
+    """Progress on stderr: a tqdm bar (images/s) only where a bar redraws — stderr and stdout both on a
+    terminal, or Jupyter — else (pipes, logs, ``| tail``) one line per finished shard, never bar frames."""
 
     def __init__(self, enabled: bool, total: int, shards: int | None) -> None:
         self.enabled, self.shards, self.start = enabled, shards, time.perf_counter()
         self.bar = None
-        self.images = 0
-        if enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
+        self.images = self._moved = 0
+        if enabled and _live():
+            if "ipykernel" in sys.modules:
+                from tqdm.auto import tqdm
+            else:
+                from tqdm import tqdm
 
-            self.bar = tqdm(total=total if total >= 0 else None, unit="img", desc="scan")
+            self.bar = tqdm(total=total if total >= 0 else None, unit="img", desc="scan", file=sys.stderr)
 
     def say(self, text: str) -> None:
         if not self.enabled:
@@ -238,9 +290,13 @@ class _Report:
             yield b
             if self.bar is not None:
                 self.bar.update(len(b.ids))
+                self._moved += len(b.ids)
 
     def shard_done(self, shard: int, count: int) -> None:
         self.images += count
+        if self.bar is not None:  # a shard scanned elsewhere (Ray) moves the bar when it is done
+            self.bar.update(count - self._moved)
+            self._moved = 0
         if self.enabled and self.bar is None:
             rate = self.images / max(time.perf_counter() - self.start, 1e-9)
             of = f"/{self.shards}" if self.shards is not None else ""

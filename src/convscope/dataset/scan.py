@@ -265,9 +265,10 @@ class Scan:
 
 
 def scan(scope: Any, data: Any, *, layers: Any = None, k: int = 16, store: Any = None, batch_size: int = 64,
-         shard_size: int = 1024, backend: str = "local", overwrite: bool = False, progress: bool = True) -> Scan:  # fmt: skip
+         shard_size: int | None = None, backend: str = "local", overwrite: bool = False, progress: bool = True,
+         ray_address: str | None = None) -> Scan:  # fmt: skip
     """Implementation of :meth:`Scope.scan` (see :mod:`convscope.dataset.driver`)."""
     from convscope.dataset.driver import run_scan
 
     return run_scan(scope, data, layers=layers, k=k, store=store, batch_size=batch_size, shard_size=shard_size,
-                    backend=backend, overwrite=overwrite, progress=progress)  # fmt: skip
+                    backend=backend, overwrite=overwrite, progress=progress, ray_address=ray_address)  # fmt: skip

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from convscope.adapters.base import Layout
-from convscope.capture import Capture, Target
+from convscope.capture import Capture, Target, _select
 from convscope.dataset.sources import Batch
-from convscope.dataset.stats import ChannelStats
+from convscope.dataset.stats import ChannelStats, flat_maps, summarise
 from convscope.dataset.topk import TopK
 from convscope.errors import LayerNotFoundError, OptionError
 
@@ -105,13 +105,18 @@ class ShardScanner:
         for batch in batches:
             if len(batch.ids) == 0:
                 continue
-            maps = record(self.scope, self.targets, batch.x)
             seqs = torch.from_numpy(np.asarray(batch.seqs, np.int64))
-            for key, m in maps.items():
+
+            def reduce(key: str, output: torch.Tensor, seqs: torch.Tensor = seqs) -> None:
                 name = self.names[key]
+                x = _channels_first(self.scope, key, output)
                 if name not in part.layers:
-                    part.layers[name] = new_result(name, m, self.k)
-                update(part.layers[name], m, seqs)
+                    part.layers[name] = new_result(name, x, self.k)
+                update(part.layers[name], x, seqs)
+
+            with _Reducing(self.scope.adapter, self.targets, reduce) as cap:
+                cap.run(batch.x)
+            self.scope._last_shape = tuple(batch.x.shape[1:])
             part.ids.extend(batch.ids)
             part.seqs.extend(int(s) for s in batch.seqs)
             if batch.labels is None:
@@ -122,20 +127,45 @@ class ShardScanner:
         return part
 
 
+class _Reducing(Capture):
+    """A :class:`Capture` that hands each target's output to ``reduce(key, tensor)`` inside the hook and
+    keeps nothing: no clone (the reduction runs before any in-place op downstream can change the
+    tensor), no N x C x H x W copy per layer. The first call of a module counts (``'name@k'``: call k),
+    as ``recording.get`` reads it; the pass stops once every target is reduced."""
+
+    def __init__(self, adapter: Any, targets: list[Target], reduce: Any) -> None:
+        super().__init__(adapter, targets, stop=True)
+        self._reduce = reduce
+        self._calls: dict[str, int] = {}
+
+    def _record(self, target: Target, output: Any) -> None:
+        key = target.key
+        call = self._calls.get(key, 0)
+        self._calls[key] = call + 1
+        if call != (target.call or 0):
+            return
+        tensor = _select(output, target.item, key)
+        if tensor is None:
+            return
+        self._reduce(key, tensor.detach())
+        self._pending.discard(key)
+
+
+def _channels_first(scope: Any, key: str, m: torch.Tensor) -> torch.Tensor:
+    """A layer output as an (N, C, H, W) view (channels-last outputs are permuted, not copied)."""
+    if m.ndim != 4:
+        raise OptionError(
+            f"layer {key!r} has output shape {tuple(m.shape)}; scan needs spatial (4-D) layer outputs"
+        )
+    return m if scope.layout is Layout.NCHW else m.permute(0, 3, 1, 2)
+
+
 def record(scope: Any, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One forward pass recording every target; maps returned channels first (N, C, H, W)."""
+    """One forward pass recording every target (cloned); maps returned channels first (N, C, H, W)."""
     with Capture(scope.adapter, targets, stop=True) as cap:
         cap.run(x)
     scope._last_shape = tuple(x.shape[1:])
-    out = {}
-    for t in targets:
-        m = cap.recording.get(t.key)
-        if m.ndim != 4:
-            raise OptionError(
-                f"layer {t.key!r} has output shape {tuple(m.shape)}; scan needs spatial (4-D) layer outputs"
-            )
-        out[t.key] = m if scope.layout is Layout.NCHW else m.permute(0, 3, 1, 2)
-    return out
+    return {t.key: _channels_first(scope, t.key, cap.recording.get(t.key)) for t in targets}
 
 
 def new_result(name: str, maps: torch.Tensor, k: int) -> LayerResult:
@@ -145,11 +175,18 @@ def new_result(name: str, maps: torch.Tensor, k: int) -> LayerResult:
 
 
 def update(result: LayerResult, maps: torch.Tensor, seqs: torch.Tensor) -> None:
-    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
-    peak, where = flat.max(dim=2)  # first maximum on ties
-    result.top[By.MAX].update(peak, seqs, where)
-    result.top[By.MEAN].update(flat.mean(dim=2), seqs, where)
-    result.stats.update(maps)
+    """Fold one batch of (N, C, H, W) maps (any strides) into a layer's tables and statistics: per-map
+    reductions once (:func:`~convscope.dataset.stats.summarise`), argmax positions only for the images
+    that enter a table (the first maximum on ties)."""
+    flat = flat_maps(maps)
+    summary = summarise(flat)
+
+    def where(images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        return flat[images.to(flat.device), channels.to(flat.device)].argmax(dim=1)
+
+    result.top[By.MAX].update(summary.peak, seqs, where)
+    result.top[By.MEAN].update(summary.average, seqs, where)
+    result.stats.add(summary)
 
 
 def merge_partials(parts: Iterable[Partial]) -> dict[str, LayerResult]:

@@ -14,10 +14,15 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
 from convscope.errors import OptionError
+
+Positions = torch.Tensor | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class TopK:
@@ -42,37 +47,53 @@ class TopK:
         """Entries per channel so far: ``min(k, images seen)``."""
         return int(self.values.shape[1])
 
-    def update(self, values: torch.Tensor, seqs: torch.Tensor, positions: torch.Tensor) -> None:
-        """Merge one batch: ``values`` and ``positions`` (B, C), ``seqs`` (B,) strictly ascending."""
+    def update(self, values: torch.Tensor, seqs: torch.Tensor, positions: Positions) -> None:
+        """Merge one batch: ``values`` (B, C), ``seqs`` (B,) strictly ascending, and ``positions`` either
+        (B, C) or a function ``(images, channels) -> positions`` (1-D index tensors; called only for the
+        entries that enter the table, so a caller can find argmax positions lazily).
+
+        No Python loop over images or channels: one ``torch.topk`` over a (rows, width + candidates) key
+        that encodes (value descending, column ascending) in one int64, so ties go to table entries, then
+        to earlier images. A full table first drops every batch value not strictly above its channel's
+        k-th (a tie loses on seq), so once the table has settled only a few candidates are ranked."""
         if values.shape[0] == 0:
             return
         seqs = seqs.to(torch.int64).cpu()
         if int(seqs[0]) <= self._last or (len(seqs) > 1 and bool((seqs[1:] <= seqs[:-1]).any())):
             raise OptionError("TopK.update needs ascending sequence numbers above those seen; use merge()")
         self._last = int(seqs[-1])
-        v = torch.nan_to_num(values.detach().to("cpu", torch.float32).T, nan=float("-inf"))
-        s = seqs.expand(self.channels, -1)
-        p = positions.detach().to("cpu", torch.int64).T
-        if self.width < self.k:
-            self.values, self.seqs, self.positions = _best(
-                torch.cat([self.values, v], 1),
-                torch.cat([self.seqs, s], 1),
-                torch.cat([self.positions, p], 1),
-                self.k,
-            )
+        v = values.detach().to("cpu", torch.float32)
+        fetch = positions if callable(positions) else _from_table(positions)
+        w, n = self.width, int(v.shape[0])
+        if w < self.k:  # filling up: rank every batch value
+            rows = torch.arange(self.channels)
+            extra, source = _clean(v.T), torch.arange(n).expand(self.channels, n)
+        else:  # NaN (ranked as -inf) and values tied with the k-th never enter a full table
+            # numpy: compare + flatnonzero over (B, C) cost a fraction of torch's here
+            hit = np.flatnonzero(v.numpy() > self.values[:, -1].numpy())
+            if hit.size == 0:
+                return
+            b_np, r_np = np.divmod(hit, self.channels)  # by image, then channel
+            order = np.argsort(r_np * n + b_np)  # by channel, then image ascending
+            rows, extra, source = _candidates(v.numpy(), r_np[order], b_np[order])
+        both = torch.cat([self.values[rows], extra], 1)
+        cols = _top_columns(both, self.k)
+        batch = source.gather(1, (cols - w).clamp_(min=0))  # image index of batch columns
+        new = cols >= w
+        vals = both.gather(1, cols)
+        seq = seqs[batch]
+        pos = torch.zeros_like(cols)
+        if w:
+            old = cols.clamp(max=w - 1)
+            seq = torch.where(new, seq, self.seqs[rows].gather(1, old))
+            pos = torch.where(new, pos, self.positions[rows].gather(1, old))
+        r, j = new.nonzero(as_tuple=True)
+        if r.numel():
+            pos[r, j] = fetch(batch[r, j], rows[r]).to(torch.int64).cpu()
+        if vals.shape[1] != w:  # the table grew: every row was ranked
+            self.values, self.seqs, self.positions = vals, seq, pos
             return
-        # Full table: only values strictly above a channel's k-th can enter (a tie loses on seq).
-        rows = (v > self.values[:, -1:]).any(dim=1).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        best = _best(
-            torch.cat([self.values[rows], v[rows]], 1),
-            torch.cat([self.seqs[rows], s[rows]], 1),
-            torch.cat([self.positions[rows], p[rows]], 1),
-            self.k,
-        )
-        for table, part in zip((self.values, self.seqs, self.positions), best, strict=True):
-            table[rows] = part
+        self.values[rows], self.seqs[rows], self.positions[rows] = vals, seq, pos
 
     def merge(self, other: TopK) -> TopK:
         """A new table holding the exact top-k of both (any sequence numbers, e.g. from two workers)."""
@@ -92,19 +113,33 @@ class TopK:
         return out
 
 
-def _best(
-    v: torch.Tensor, s: torch.Tensor, p: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The top-``k`` columns of each row by (value desc, seq asc), sorted; columns must be seq-ascending
-    among equal values (table entries first, then the batch in seq order)."""
-    rows, m = v.shape
-    if m > k:
-        threshold = torch.topk(v, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-        above = v > threshold
-        tied = v == threshold
-        need = k - above.sum(dim=1, keepdim=True)
-        keep = above | (tied & (tied.cumsum(dim=1) <= need))  # the first ties have the lowest seq
-        cols = keep.nonzero()[:, 1].view(rows, k)
-        v, s, p = v.gather(1, cols), s.gather(1, cols), p.gather(1, cols)
-    order = torch.sort(v, dim=1, descending=True, stable=True).indices
-    return v.gather(1, order), s.gather(1, order), p.gather(1, order)
+def _from_table(table: torch.Tensor) -> Any:
+    t = table.detach()
+    return lambda images, channels: t[images.to(t.device), channels.to(t.device)]
+
+
+def _clean(v: torch.Tensor) -> torch.Tensor:
+    """NaN ranks as -inf; -0.0 becomes 0.0 (one order for equal values)."""
+    return torch.nan_to_num(v, nan=float("-inf")) + 0.0
+
+
+def _candidates(v: np.ndarray, r: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Channels with candidates, and their candidates ``(channel r, image b)`` (sorted by r, then b) as
+    padded ``(R, m)`` values (-inf padding) and image indices. In numpy: a handful of small arrays."""
+    rows, start, counts = np.unique(r, return_index=True, return_counts=True)
+    which = np.repeat(np.arange(len(rows)), counts)
+    slot = np.arange(len(r)) - start[which]
+    extra = np.full((len(rows), int(counts.max())), -np.inf, dtype=np.float32)
+    source = np.zeros(extra.shape, dtype=np.int64)
+    extra[which, slot] = np.nan_to_num(v[b, r], nan=-np.inf) + np.float32(0.0)
+    source[which, slot] = b
+    return torch.from_numpy(rows), torch.from_numpy(extra), torch.from_numpy(source)
+
+
+def _top_columns(v: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row, the columns of the top ``min(k, width)`` values by (value desc, column asc), best first:
+    one ``torch.topk`` on an int64 key = (order-preserving int of the float32 bits) << 32 | ~column."""
+    bits = v.contiguous().view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # int32 order == float order (no -0.0: callers add 0.0)
+    key = (ordered.to(torch.int64) << 32) + ((1 << 32) - 1 - torch.arange(v.shape[1], dtype=torch.int64))
+    return torch.topk(key, min(k, int(v.shape[1])), dim=1, sorted=True).indices
