@@ -439,8 +439,9 @@ class Scope:
         k: int = 16,
         store: Any = None,
         batch_size: int = 64,
-        shard_size: int = 1024,
+        shard_size: int | None = None,
         backend: str = "local",
+        ray_address: str | None = None,
         overwrite: bool = False,
         progress: bool = True,
     ) -> Any:
@@ -456,7 +457,11 @@ class Scope:
                 of another model, preprocessing, data, layer set or k raises ``StoreMismatchError``
                 unless ``overwrite=True`` (default ``False``).
             batch_size: images per forward pass (default 64). shard_size: images per shard, the unit of
-                resuming (default 1024). backend: ``"local"`` (default; ``"ray"`` is not available yet).
+                resuming and of Ray work (default ``None``: 1024 rounded down to a multiple of batch_size;
+                batches are aligned to shard starts, so results do not depend on the shard size).
+            backend: ``"local"`` (default) or ``"ray"`` — the same shard scanner as a Ray Data actor pool;
+                joins ``ray_address``/``RAY_ADDRESS`` or an initialised Ray, else starts a local one on all
+                CPUs but one. Results equal the local backend's, tie order included.
             progress: a tqdm bar on a terminal, else one line per shard, on stderr (default ``True``).
 
         Example: ``scope.scan("photos/", layers="layer4", k=9).top("layer4", 7).grid()``
@@ -464,7 +469,7 @@ class Scope:
         from convscope.dataset.scan import scan
 
         return scan(self, data, layers=layers, k=k, store=store, batch_size=batch_size, shard_size=shard_size,
-                    backend=backend, overwrite=overwrite, progress=progress)
+                    backend=backend, ray_address=ray_address, overwrite=overwrite, progress=progress)
 
     def receptive_field(self, layer: LayerQuery) -> Any:
         """``layer``'s receptive field from the real graph: ``.size``, ``.stride``, ``.box(y, x, clip=False)``
