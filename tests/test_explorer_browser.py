@@ -66,7 +66,11 @@ def page(browser: Any) -> Iterator[Any]:
     pg.errors = []
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.on("requestfailed", lambda r: pg.errors.append(f"failed {r.url}"))
+    # an <img> whose src the page replaced before it loaded is cancelled (net::ERR_ABORTED): not an error;
+    # every other failed request, and every 4xx/5xx response, is
+    pg.on("requestfailed", lambda r: None if "ERR_ABORTED" in (r.failure or "") else pg.errors.append(
+        f"failed {r.url}: {r.failure}"))
+    pg.on("response", lambda r: pg.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
     pg.set_default_timeout(20_000)
     yield pg
     context.close()

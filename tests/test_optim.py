@@ -386,7 +386,7 @@ def test_scale_mean_std_and_channel_counts() -> None:
 
 
 def test_errors_name_what_is_allowed(scope: Any) -> None:
-    with pytest.raises(OptionError, match=r"channel 9 is out of range; layer 'c1' has 6 channels \(0..5\)"):
+    with pytest.raises(OptionError, match=r"channel 9 out of range; layer 'c1' has 6 channels \(0-5\)"):
         scope.maximize(O.channel("c1", [0, 9]), steps=1)
     with pytest.raises(OptionError, match="outside layer 'c1'"):
         scope.maximize(O.neuron("c1", 0, x=10), steps=1)

@@ -132,7 +132,6 @@ class Runner:
         own = {q: (None, *(int(d) for d in cap.recording.get(t.key).shape[1:])) for q, t in self.targets.items()}
         shapes = ModelShapes(layers, out_shape, names, own=own)
         self.objective.check(shapes)
-        self._warn_repeated(self.to_input(view))
         values = 3 * h * w * self.channels  # the image, its transformed view and their gradients
         for key, call in sizes.recording.events:
             shape = sizes.recording.shapes[key][call]
@@ -143,20 +142,6 @@ class Runner:
     def _label(self, t: Target) -> str:
         name = self.scope.index.display_name(t.handle) + ("" if t.item is None else f"[{t.item}]")
         return name + (":pre" if t.pre else "") + ("" if not t.call else f"@{t.call}")
-
-    def _warn_repeated(self, x: torch.Tensor) -> None:
-        """A plain name of a module that runs several times per pass means its first call: say so."""
-        plain = [t for t in dict.fromkeys(self.targets.values()) if t.call is None]
-        if not plain:
-            return
-        with torch.no_grad(), Capture(self.adapter, plain, shapes_only=True) as cap:
-            cap.run(x)
-        for t in plain:
-            n = len(cap.recording.shapes.get(t.key, []))
-            if n > 1:
-                name = self._label(t)
-                warnings.warn(f"layer {name!r} runs {n} times per forward pass; maximize used its first call "
-                              f"({name!r}); name a later one as {name + '@1'!r}", stacklevel=3)  # fmt: skip
 
     def _shape(self, value: torch.Tensor) -> tuple[int, ...]:
         """A recorded batch-of-one tensor's shape without batch, channel-first."""
