@@ -176,3 +176,38 @@ def test_keras_applications_default_is_the_last_block_output(build: str, expecte
     features = keras.Model(model.inputs, model.get_layer(expected).output)
     want = gradcam_reference(lambda t: features(t, training=False), _keras_tail(model, expected), x, 1, nhwc=True)
     assert_close(att.raw, want, rtol=1e-3)
+
+
+class ReusedActivation(nn.Module):
+    """One ``act`` (and one ``pw``) module applied twice: the last cut is returned only by reused modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.pw = nn.Conv2d(6, 6, 1)
+        self.act = nn.SiLU()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.act(self.pw(x))
+        x = self.act(self.pw(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_reused_module_is_named_by_its_call_when_it_alone_returns_the_last_cut() -> None:
+    torch.manual_seed(0)
+    net = ReusedActivation().eval()
+    x = torch.rand(2, 3, 8, 8)
+    att = cs.Scope(net).attribute(x, method="gradcam")
+    assert att.layer == "act@1"  # the second call's output feeds the head; not the early 'stem'
+    feats = {}
+    with torch.no_grad():
+        a = net.stem(x)
+        a = a + net.act(net.pw(a))
+    a = net.act(net.pw(a)).requires_grad_(True)
+    logits = net.head(a.mean((2, 3)))
+    target = logits.argmax(1)
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
+    feats["cam"] = F.relu((grad.mean((2, 3), keepdim=True) * a).sum(1))
+    assert np.allclose(np.asarray(att.raw).reshape(feats["cam"].shape), feats["cam"].detach().numpy(), atol=1e-5)

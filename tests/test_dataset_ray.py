@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import convscope as cs
+from keras_nets import small_keras_cnn
 from test_dataset_store import make_folder, same
 
 ray = pytest.importorskip("ray")
@@ -64,15 +65,7 @@ def test_ray_equals_local_torch_with_store_resume(local_ray: None, tmp_path: Pat
 
 
 def test_ray_equals_local_keras(local_ray: None, keras: Any) -> None:
-    keras.utils.set_random_seed(2)
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_0"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(6, 3, activation="relu", name="conv_1"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(2),
-    ])  # fmt: skip
+    model = small_keras_cnn(keras)
     data = np.random.default_rng(4).integers(0, 4, (17, 10, 10, 3), dtype=np.uint8) * 60  # many ties
     scope = cs.Scope(model)
     local = scope.scan(data, k=5, shard_size=6, batch_size=3, progress=False)

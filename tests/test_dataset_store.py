@@ -23,6 +23,7 @@ from torch import nn
 
 import convscope as cs
 from convscope.dataset.shard import By
+from keras_nets import small_keras_cnn
 
 
 class Slow(nn.Module):
@@ -239,15 +240,7 @@ def test_results_do_not_depend_on_shard_size() -> None:
 
 # -- Keras ------------------------------------------------------------------------------------------------
 def test_keras_store_resume_and_open(keras: Any, tmp_path: Path) -> None:
-    keras.utils.set_random_seed(2)
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_0"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(6, 3, activation="relu", name="conv_1"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(2),
-    ])  # fmt: skip
+    model = small_keras_cnn(keras)
     data = np.random.default_rng(4).integers(0, 256, (17, 10, 10, 3), dtype=np.uint8)
     store = tmp_path / "scan"
     scope = cs.Scope(model)

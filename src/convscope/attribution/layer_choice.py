@@ -7,11 +7,12 @@ through that tensor — the network's later stages see the input only through it
 it (a residual branch's skip-add) disqualifies it. Among the outputs that are spatial (4-D, height or
 width > 1), the latest cut in execution order wins; of the modules that returned that very tensor, the
 deepest one that ran exactly once names it (the block ``layer4.1`` rather than its twice-called
-``relu``; the pooling layer ``features.30`` rather than the container ``features``). Pass-through
+``relu``; the pooling layer ``features.30`` rather than the container ``features``); when only reused
+modules returned it (one ``act`` applied twice), that call is named, ``'act@1'``. Pass-through
 layers (dropout, identity) and adaptive pooling (which resamples to a fixed grid for the head) are
 never chosen. Results: torchvision-layout ResNets ``layer4.1``, ``keras.applications.ResNet50``
 ``conv5_block3_out``, MobileNetV2 ``out_relu``, VGG its last pooling layer. Where no module output is a
-cut (the output does not depend differentiably on the input), the last spatial leaf that ran once.
+cut (the output does not depend differentiably on the input), the last spatial leaf output.
 
 Example::
 
@@ -47,14 +48,20 @@ def default_layer(adapter: ModelAdapter, x: torch.Tensor) -> Target:
         rec = cap.recording
         spatial = [(key, call) for key, call in rec.events if _is_spatial(rec.shapes[key][call], adapter.layout)]
         calls = {key: len(shapes) for key, shapes in rec.shapes.items()}
-        eligible = {key for key in calls if calls[key] == 1 and by_key[key].type_name not in _NEVER}
-        chosen = _last_cut(rec, spatial, eligible, by_key, _roots(out), x_in)
+        eligible = {key for key in calls if by_key[key].type_name not in _NEVER}
+        chosen = _last_cut(rec, spatial, eligible, calls, by_key, _roots(out), x_in)
     if chosen is None:
-        chosen = next((by_key[key] for key, _ in reversed(spatial) if key in eligible and by_key[key].is_leaf), None)
+        chosen = next((_call(by_key[key], call, calls) for key, call in reversed(spatial)
+                       if key in eligible and by_key[key].is_leaf), None)  # fmt: skip
     if chosen is None:
         raise OptionError("no layer of this model has a spatial (4-D) output, so CAM methods have nothing to "
                           "weight; use a gradient method such as 'saliency' or 'integrated_gradients'")  # fmt: skip
-    return Target(chosen)
+    return chosen
+
+
+def _call(handle: LayerHandle, call: int, calls: dict[str, int]) -> Target:
+    """``handle``'s output, naming the call (``'name@k'``) only for a module that runs several times."""
+    return Target(handle) if calls[handle.name] == 1 else Target(handle, call=call)
 
 
 def _is_spatial(shape: Any, layout: Layout) -> bool:
@@ -68,14 +75,16 @@ def _last_cut(
     rec: Recording,
     spatial: list[tuple[str, int]],
     eligible: set[str],
+    calls: dict[str, int],
     by_key: dict[str, LayerHandle],
     roots: list[Edge],
     x_in: torch.Tensor,
-) -> LayerHandle | None:
-    """The deepest eligible module returning the latest spatial cut; ``None`` if no output is a cut."""
+) -> Target | None:
+    """The deepest eligible module returning the latest spatial cut — among those that ran once if any,
+    else one call of a reused module (``'act@1'``); ``None`` if no output is a cut."""
     if not _reaches(roots, x_in, None):
         return None
-    groups: dict[tuple[int, int], list[str]] = {}
+    groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
     edges: list[tuple[tuple[int, int], Edge]] = []
     for key, call in spatial:  # finishing order: inner modules before the containers returning the same tensor
         edge = rec.edges[key][call]
@@ -84,11 +93,13 @@ def _last_cut(
         ident = (id(edge[0]), edge[1])
         if ident not in groups:
             edges.append((ident, edge))
-        groups.setdefault(ident, []).append(key)
+        groups.setdefault(ident, []).append((key, call))
     for ident, edge in reversed(edges):
-        names = [key for key in groups[ident] if key in eligible]
+        names = [(key, call) for key, call in groups[ident] if key in eligible]
+        once = [(key, call) for key, call in names if calls[key] == 1]
         if names and not _reaches(roots, x_in, edge):
-            return max((by_key[key] for key in names), key=lambda h: h.depth)  # first of the deepest
+            key, call = max(once or names, key=lambda kc: by_key[kc[0]].depth)  # first of the deepest
+            return _call(by_key[key], call, calls)
     return None
 
 
