@@ -134,3 +134,22 @@ def test_non_model_is_refused_with_a_convscope_error() -> None:
         cs.Scope(object())
     assert not isinstance(info.value, cs.BackendError)
     assert "builtins.object" in str(info.value)
+
+
+def test_kernel_shape_reads_the_variable_shape_without_copying(keras: Any) -> None:
+    """``kernel_shape`` (used to find conv layers without copying a 400 MB dense kernel) equals the shape
+    of the kernel ``weights`` returns, for every layer kind: conv, transposed conv, depthwise, dense."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ConvTranspose2d(4, 6, 2, groups=2),
+                              torch.nn.BatchNorm2d(6), torch.nn.Flatten(), torch.nn.Linear(6 * 7 * 7, 5))  # fmt: skip
+    layers = keras.layers
+    km = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3), layers.DepthwiseConv2D(3, depth_multiplier=2),
+                           layers.SeparableConv2D(5, 1), layers.Conv2DTranspose(3, 2), layers.Flatten(),
+                           layers.Dense(7)])  # fmt: skip
+    checked = 0
+    for model in (net, km):
+        adapter = cs.Scope(model).adapter
+        for h in adapter.handles:
+            kernel = adapter.weights(h).get("kernel")
+            assert adapter.kernel_shape(h) == (None if kernel is None else kernel.shape), h.name
+            checked += kernel is not None
+    assert checked == 4 + 5  # BatchNorm2d.weight is a (1-D) kernel too

@@ -290,8 +290,8 @@ class Scope:
         return Filters(self.index.display_name(handle), kernel, w.get("bias"))
 
     def _has_conv_kernel(self, handle: LayerHandle) -> bool:
-        k = self.adapter.weights(handle).get("kernel")
-        return k is not None and k.ndim == 4
+        shape = self.adapter.kernel_shape(handle)
+        return shape is not None and len(shape) == 4
 
     def __repr__(self) -> str:
         return f"Scope({type(self.model).__name__}, framework={self.framework}, layers={len(self.adapter.handles)})"

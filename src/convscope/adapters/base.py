@@ -68,6 +68,12 @@ class ModelAdapter(abc.ABC):
     def weights(self, handle: LayerHandle) -> dict[str, np.ndarray]:
         """The layer's weights by role (``kernel`` in torch layout (out, in, kh, kw), ``bias``)."""
 
+    def kernel_shape(self, handle: LayerHandle) -> tuple[int, ...] | None:
+        """The shape of the layer's ``kernel`` as :meth:`weights` gives it (torch layout), or ``None``;
+        read from the variable's shape, nothing copied (a VGG16 ``fc1`` kernel is 400 MB)."""
+        kernel = self.weights(handle).get("kernel")
+        return None if kernel is None else tuple(kernel.shape)
+
     @abc.abstractmethod
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:
         """(all, trainable) parameters owned by the layer."""

@@ -97,6 +97,21 @@ class KerasAdapter(ModelAdapter):
             out["bias"] = to_numpy(bias)
         return out
 
+    def kernel_shape(self, handle: LayerHandle) -> tuple[int, ...] | None:
+        layer = handle.module
+        kernel = getattr(layer, "depthwise_kernel", None)
+        depthwise = kernel is not None or "Depthwise" in type(layer).__name__
+        if kernel is None:
+            kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            return None
+        shape = tuple(int(d) for d in kernel.shape)
+        if len(shape) == 4 and depthwise:
+            return (shape[2] * shape[3], 1, shape[0], shape[1])
+        if len(shape) == 4:
+            return (shape[3], shape[2], shape[0], shape[1])
+        return shape[::-1] if len(shape) == 2 else shape
+
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:
         layer: Any = handle.module
         total = sum(int(np.prod(w.shape)) for w in layer.weights)

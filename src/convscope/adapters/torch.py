@@ -62,6 +62,15 @@ class TorchAdapter(ModelAdapter):
                 out["kernel" if role == "weight" else role] = array
         return out
 
+    def kernel_shape(self, handle: LayerHandle) -> tuple[int, ...] | None:
+        value = getattr(handle.module, "weight", None)
+        if not isinstance(value, torch.Tensor):
+            return None
+        shape = tuple(int(d) for d in value.shape)
+        if isinstance(handle.module, nn.ConvTranspose2d):
+            shape = (shape[1], shape[0], *shape[2:])
+        return shape
+
     def param_counts(self, handle: LayerHandle) -> tuple[int, int]:
         params = list(handle.module.parameters())
         return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)

@@ -219,7 +219,7 @@ def _unit_boxes(
 def _first_conv_channels(scope: Any) -> int | None:
     """Input channels of the first conv layer (registration order), a guess for models of unknown input."""
     for h in scope.adapter.handles:
-        kernel = scope.adapter.weights(h).get("kernel") if h.is_leaf else None
-        if kernel is not None and kernel.ndim == 4:
-            return int(kernel.shape[1])
+        shape = scope.adapter.kernel_shape(h) if h.is_leaf else None
+        if shape is not None and len(shape) == 4:
+            return int(shape[1])
     return None

@@ -180,9 +180,15 @@ def update(result: LayerResult, maps: torch.Tensor, seqs: torch.Tensor) -> None:
     that enter a table (the first maximum on ties)."""
     flat = flat_maps(maps)
     summary = summarise(flat)
+    found = torch.full(summary.peak.shape, -1, dtype=torch.int64)  # argmax positions fetched so far
 
     def where(images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-        return flat[images.to(flat.device), channels.to(flat.device)].argmax(dim=1)
+        """Argmax positions of maps (images[i], channels[i]); a map both tables take is read once."""
+        missing = (found[images, channels] < 0).nonzero(as_tuple=True)[0]
+        if missing.numel():
+            i, c = images[missing], channels[missing]
+            found[i, c] = flat[i.to(flat.device), c.to(flat.device)].argmax(dim=1).cpu()
+        return found[images, channels]
 
     result.top[By.MAX].update(summary.peak, seqs, where)
     result.top[By.MEAN].update(summary.average, seqs, where)
