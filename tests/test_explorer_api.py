@@ -217,6 +217,11 @@ def test_keras_model_mosaics(keras: Any) -> None:
             meta = c.get("/api/mosaic", params={"image_id": ident, "layer_id": row["id"]}).json()
             assert len(meta["tiles"]) == min(64, row["channels"]), row["id"]
         assert c.get("/api/kernel.png", params={"layer_id": "conv_1", "channel": 0}).status_code == 200
+        # a deep-copied Keras model still runs its original layers: the job must use the shared scope
+        job = c.post("/api/jobs", json={"kind": "maximize", "layer": "conv_1", "channel": 2, "steps": 4}).json()
+        done, seen = _wait(c, job)
+        assert done["state"] == "done" and done["progress"] == 1.0 and seen == sorted(seen), done["message"]
+        assert c.get(done["result"]).headers["content-type"] == "image/png"
 
 
 # -- the security table: one test per row -----------------------------------------------------------------
@@ -394,31 +399,44 @@ def test_scan_top_patches_and_histogram() -> None:
         assert c.get("/api/scan/top", params={"layer_id": "conv_0", "channel": 0}).status_code == 404
 
 
-def test_cli_serve_prints_one_url_with_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["torch", "keras"])
+def test_cli_serve_prints_one_url_with_a_token(tmp_path: Path, kind: str, request: Any) -> None:
+    """``convscope serve`` on a PyTorch factory and on a saved ``.keras`` file: one URL whose token opens the API."""
     import os
     import re
     import subprocess
     import sys
+
+    import httpx
 
     from convscope.cli import build_parser
 
     assert "serve" in build_parser()[1]
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "d.png").write_bytes(DIGIT.read_bytes())
-    cmd = [sys.executable, "-m", "convscope.cli", "serve", "convscope.demo.models:torch_digits_model",
-           "--input-shape", "1,28,28", "--images", str(tmp_path / "imgs"), "--port", "0"]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    model = ["convscope.demo.models:torch_digits_model", "--input-shape", "1,28,28"]
+    if kind == "keras":
+        request.getfixturevalue("keras")
+        from convscope.demo.models import keras_digits_model
+
+        keras_digits_model(seed=0).save(tmp_path / "digits.keras")
+        model = [str(tmp_path / "digits.keras")]
+    cmd = [sys.executable, "-m", "convscope.cli", "serve", *model, "--images", str(tmp_path / "imgs"), "--port", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KERAS_BACKEND": "torch"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         found = re.fullmatch(r"convscope explorer: (http://127\.0\.0\.1:(\d+)/\?token=([\w-]{40,}))\n", line)
         assert found, line
-        import httpx
-
-        r = httpx.get(f"http://127.0.0.1:{found.group(2)}/api/images", headers={"X-Convscope-Token": found.group(3)})
+        base, token = f"http://127.0.0.1:{found.group(2)}", {"X-Convscope-Token": found.group(3)}
+        page = httpx.get(found.group(1))
+        assert page.status_code == 200 and "<title>convscope explorer</title>" in page.text
+        r = httpx.get(f"{base}/api/images", headers=token)
         assert [i["name"] for i in r.json()] == ["d.png"]
-        assert httpx.get(f"http://127.0.0.1:{found.group(2)}/api/images").status_code == 401
+        layers = {row["id"]: row["channels"] for row in httpx.get(f"{base}/api/model", headers=token).json()["layers"]}
+        assert layers["conv_1"] == 64
+        assert httpx.get(f"{base}/api/images").status_code == 401
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -43,10 +43,20 @@ def _serve(scope: Any, images: Any = None) -> Server:
     return Server(make_app(scope, images=images, steps=6), host="127.0.0.1", port=0).start()
 
 
-@pytest.fixture(scope="module")
-def digit_server() -> Iterator[Server]:
+def _digit_scope(kind: str, request: Any) -> Any:
+    """The digits CNN as PyTorch (NCHW, declared input shape) or Keras 3 (NHWC, shape from the model)."""
+    if kind == "keras":
+        request.getfixturevalue("keras")  # skips without Keras; asserts the torch backend
+        from convscope.demo.models import keras_digits_model
+
+        return cs.Scope(keras_digits_model(seed=0))
     torch.manual_seed(0)
-    server = _serve(cs.Scope(torch_digits_model(seed=0), input_shape=(1, 28, 28)))
+    return cs.Scope(torch_digits_model(seed=0), input_shape=(1, 28, 28))
+
+
+@pytest.fixture(scope="module", params=["torch", "keras"])
+def digit_server(request: Any) -> Iterator[Server]:
+    server = _serve(_digit_scope(request.param, request))
     yield server
     server.stop()
 
@@ -97,7 +107,9 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
-def test_digit_cnn_upload_every_layer_channel_norm_deeplink_history(page: Any, digit_server: Server) -> None:
+def test_digit_cnn_upload_every_layer_channel_norm_deeplink_history(page: Any, digit_server: Server,
+                                                                   request: Any) -> None:
+    """The same walk for the PyTorch and the Keras 3 digits CNN (both name their layers conv_0, conv_1, pool)."""
     page.goto(digit_server.url)
     page.wait_for_selector("button.layer")
     page.set_input_files("#file", str(DATA / "digit.png"))
@@ -123,7 +135,7 @@ def test_digit_cnn_upload_every_layer_channel_norm_deeplink_history(page: Any, d
     page.locator("[data-testid=vis-run]").click()  # feature visualisation, with progress, then shown
     page.wait_for_selector("[data-testid=vis]", timeout=60_000)
     page.wait_for_function(DECODED)
-    _shot(page, "digit_conv_1")
+    _shot(page, f"digit_conv_1_{request.node.callspec.params['digit_server']}")
 
     image = re.search(r"img=(img-[0-9a-f]+)", page.url).group(1)
     deep = f"{digit_server.url}#/layer/conv_1/channel/41?img={image}&norm=symmetric"

@@ -478,6 +478,20 @@ def test_grid_png_and_maximize_layer(scope: Any, tmp_path: Any, capsys: Any) -> 
         scope.maximize_layer("c1", channels=7, steps=1)
 
 
+def test_progress_callable_gets_every_step_up_to_total(scope: Any, capsys: Any) -> None:
+    calls: list[tuple[int, int]] = []
+    scope.maximize(O.channel("c1", 0), steps=5, progress=lambda step, total: calls.append((step, total)))
+    assert calls == [(s, 5) for s in range(1, 6)]  # increasing, ending at total
+    calls.clear()
+    vis = scope.maximize_layer("c1", channels=3, steps=4, batch_size=2, progress=lambda s, t: calls.append((s, t)))
+    assert len(vis) == 3 and calls == [(s, 8) for s in range(1, 9)]  # two batches of 4 steps: one count
+    assert capsys.readouterr().err == ""  # a callable replaces the bar and the summary line
+    scope.maximize(O.channel("c1", 0), steps=2, progress=False)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(OptionError, match="callable f\\(step, total\\)"):
+        scope.maximize(O.channel("c1", 0), steps=2, progress="yes")
+
+
 def test_cli_parses_and_writes(scope: Any, tmp_path: Any, capsys: Any) -> None:
     assert parse_indices("0-2,7,1") == [0, 1, 2, 7]
     with pytest.raises(OptionError, match="0-15"):

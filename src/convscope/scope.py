@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -383,7 +383,7 @@ class Scope:
         seed: int = 0,
         recipe: str = "default",
         batch_size: int | None = None,
-        progress: bool | None = None,
+        progress: bool | Callable[[int, int], object] | None = None,
     ) -> Any:
         """Synthesise images that maximise ``objective``; returns a :class:`~convscope.optim.Visualization`.
 
@@ -402,7 +402,9 @@ class Scope:
             recipe: ``"default"`` (Fourier, decorrelated, transforms) or ``"plain"`` (gradient ascent on
                 pixels, Erhan et al. 2009).
             batch_size: images optimised together (default: as many as fit in memory).
-            progress: show a tqdm bar (default: for runs of 100 steps or more).
+            progress: a tqdm bar (default ``None``: for runs of 100 steps or more; ``True`` always, ``False``
+                never), or a callable called as ``progress(step, total)`` after every optimiser step (step
+                1..total) instead of the bar.
 
         The image is in [0, 1], then scaled and normalised by this scope's ``scale``/``mean``/``std`` to
         model input. Parameters are frozen during the run; hooks, modes and ``requires_grad`` are restored

@@ -1,15 +1,17 @@
 """Long jobs (feature visualisation, attribution): run one at a time on a worker thread, report progress,
-cache their pictures. They run on a deep copy of the scope when one can be made, so browsing layers (which
-uses the original under its own lock) stays responsive while a job runs."""
+cache their pictures. They run on a deep copy of the scope when one can be made (PyTorch models), so browsing
+layers (which uses the original under its own lock) stays responsive while a job runs."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +44,16 @@ class Job:
 
 
 Work = Callable[[Any, Callable[[float], None]], tuple[bytes, dict[str, Any]]]
+# held around a job on the shared model, e.g. ``Explorer.model_lock``
+Hold = Callable[[], AbstractContextManager[Any]]
 
 
 class JobRunner:
-    """One worker thread; ``submit(kind, key, work)`` returns the job already done for ``key`` if any."""
+    """One worker thread; ``submit(kind, key, work)`` returns the job already done for ``key`` if any.
+    ``hold()`` is entered around a job that runs on the shared ``scope`` (when no copy can be made)."""
 
-    def __init__(self, scope: Any, lock: Any) -> None:
-        self._scope, self._shared_lock = scope, lock
+    def __init__(self, scope: Any, hold: Hold) -> None:
+        self._scope, self._hold = scope, hold
         self._copy: Any = None
         self._jobs: dict[str, Job] = {}
         self._by_key: dict[tuple[Any, ...], Job] = {}
@@ -75,16 +80,22 @@ class JobRunner:
         with self._guard:
             return self._jobs.get(ident)
 
-    def _scope_for_jobs(self) -> tuple[Any, Any]:
-        """(scope, lock): a private deep copy with no lock, else the shared scope under the model lock."""
+    def _scope_for_jobs(self) -> tuple[Any, Hold]:
+        """(scope, hold): a private deep copy held by nothing, else the shared scope under the model lock.
+
+        Only PyTorch models are copied: a deep-copied Keras model still runs its original layers (its call
+        graph is not remapped), so hooks on the copy's layers would never fire; a bridged model lives in a
+        worker process."""
         if self._copy is None:
-            try:
-                self._copy = copy.deepcopy(self._scope)
-            except Exception:  # noqa: BLE001 - some models cannot be copied; share the original then
-                self._copy = False
+            self._copy = False
+            if getattr(getattr(self._scope, "adapter", None), "framework", None) == "torch":
+                try:
+                    self._copy = copy.deepcopy(self._scope)
+                except Exception:  # noqa: BLE001 - some models cannot be copied; share the original then
+                    self._copy = False
         if self._copy is False:
-            return self._scope, self._shared_lock
-        return self._copy, threading.Lock()
+            return self._scope, self._hold
+        return self._copy, contextlib.nullcontext
 
     def _loop(self) -> None:
         while True:
@@ -99,8 +110,8 @@ class JobRunner:
             job.progress = min(max(fraction, 0.0), 1.0)
 
         try:
-            scope, lock = self._scope_for_jobs()
-            with lock:
+            scope, hold = self._scope_for_jobs()
+            with hold():
                 job.result, meta = work(scope, report)
             job.meta.update(meta)
             job.progress, job.state = 1.0, "done"

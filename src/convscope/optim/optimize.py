@@ -11,8 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
-import time
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -21,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from convscope.adapters.base import Layout
 from convscope.capture import Capture, Recording, Target
 from convscope.errors import ModelError, OptionError
 from convscope.optim.base import Context, Objective, ObjectiveLike, Shapes, as_objective
 from convscope.optim.params import ParamFactory, ParamKind, make_param
+from convscope.optim.progress import Progress, Steps, check_progress
 from convscope.optim.recipes import Recipe, Settings, resolve_settings
 from convscope.optim.regularizers import Regularizer
 from convscope.optim.relu import redirect_relu
@@ -36,7 +34,6 @@ from convscope.optim.visualization import Visualization, to_uint8, warn_if_blank
 
 _BYTES_PER_VALUE = 4 * 4  # float32, times about 4 copies: saved activation, its gradient, temporaries
 _CPU_BUDGET = 4 << 30
-_PROGRESS_MIN_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -151,7 +148,7 @@ class Runner:
         return body
 
     # -- one chunk -------------------------------------------------------------------------------
-    def run(self, objective: Objective, n: int, generator: torch.Generator, bar: tqdm) -> tuple[torch.Tensor, ...]:
+    def run(self, objective: Objective, n: int, generator: torch.Generator, steps: Steps) -> tuple[torch.Tensor, ...]:
         """Optimise ``n`` images for ``objective``; returns (images, inputs, values, history (steps, n))."""
         s = self.settings
         param = make_param(s.param, n=n, channels=self.channels, size=s.size, decorrelate=s.decorrelate,
@@ -159,7 +156,7 @@ class Runner:
         optimizer = torch.optim.Adam(param.parameters(), lr=s.lr)
         history: list[torch.Tensor] = []
         with self.capture() as cap:
-            for step in range(s.steps):
+            for _ in range(s.steps):
                 images = param()
                 x = self.to_input(apply_transforms(images, s.transforms, generator))
                 with redirect_relu() if s.relu_redirect else nullcontext():
@@ -172,9 +169,7 @@ class Runner:
                 optimizer.step()
                 param.project()
                 history.append(values.detach())
-                bar.update(1)
-                if step % 16 == 15 or step == s.steps - 1:
-                    bar.set_postfix(value=f"{values.detach().mean().item():.4g}", refresh=False)
+                steps.step(values)
             with torch.no_grad():
                 images = param()
                 x = self.to_input(images)
@@ -253,10 +248,18 @@ def maximize(
     seed: int = 0,
     recipe: str | Recipe = "default",
     batch_size: int | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
 ) -> Visualization:
-    """Synthesise one image per objective entry by gradient ascent; see :meth:`convscope.Scope.maximize`."""
+    """Synthesise one image per objective entry by gradient ascent; see :meth:`convscope.Scope.maximize`.
+
+    ``progress`` (default ``None``: a tqdm bar for runs of 100 steps or more; ``True`` always, ``False``
+    never) may be a callable, called as ``progress(step, total)`` after every optimiser step, ``step``
+    running 1..``total`` (``total`` = steps × batches), instead of the bar. Example::
+
+        maximize(scope, channel("conv_1", 0), steps=64, progress=lambda step, total: print(f"{step}/{total}"))
+    """
     obj = as_objective(objective)
+    check_progress(progress)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise OptionError(f"seed={seed!r} is not allowed; pass an int >= 0")
     settings = resolve_settings(recipe=recipe, declared_size=scope.input_spec().size, steps=steps, size=size,
@@ -267,17 +270,11 @@ def maximize(
     n = obj.size
     chunk = chunk_size(n, probe.bytes_per_image, runner.device, batch_size)
     bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    total = settings.steps * len(bounds)
-    show = total >= _PROGRESS_MIN_STEPS if progress is None else bool(progress)
     generator = torch.Generator().manual_seed(seed)
     parts: list[tuple[torch.Tensor, ...]] = []
-    live = show and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # a redrawn bar only where it redraws
-    start = time.perf_counter()
-    with tqdm(total=total, desc=f"maximize {obj.name}"[:48], unit="step", disable=not live, leave=False) as bar:
+    with Steps(progress, settings.steps * len(bounds), f"maximize {obj.name}") as counter:
         for i, j in bounds:
-            parts.append(runner.run(obj.slice(i, j), j - i, generator, bar))
-    if show and not live:  # logs and pipes: one line per finished job instead of bar frames
-        print(f"maximize {obj.name}: {total} steps in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+            parts.append(runner.run(obj.slice(i, j), j - i, generator, counter))
     images, inputs, values, history = (torch.cat([p[k] for p in parts], dim=1 if k == 3 else 0) for k in range(4))
     meta = {"recipe": settings.recipe, "steps": settings.steps, "size": settings.size, "seed": seed,
             "lr": settings.lr, "param": str(getattr(settings.param, "value", settings.param)), "batch_size": chunk,
