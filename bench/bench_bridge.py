@@ -1,68 +1,121 @@
-"""Keras bridge (issue 10): start-up and per-call overhead of a TensorFlow-backend Scope vs torch in-process.
+"""Keras bridge (issue 10): start-up, and per-call overhead of a TensorFlow-backend Scope vs torch, side by side.
 
-Each side runs in its own interpreter (Keras picks its backend once per process): the TensorFlow side
-times ``cs.Scope(model)`` (worker spawn + model transfer) and the bridged calls; the torch side times the
-same calls on the same architecture and weights in-process. Target: bridged / torch ≤ 1.10.
+``python bench/bench_bridge.py`` runs in a TensorFlow-backend process. It times ``cs.Scope(model)``
+(worker spawn + model transfer) for the seed ConvNet and VGG16, then saves the VGG16 as ``.keras`` and
+starts a *reference* process on the torch backend holding a plain ``Scope`` of the same file, driven by
+one-line commands on a pipe. Calls alternate bridged, reference, bridged, reference, ... so that load
+drift hits both alike (the median of the per-pair ratios is the most load-robust figure); the reference
+reports the time of the call itself (no pipe), the bridged side the whole call as a user sees it. Both engines run with the same torch thread count. Target:
+bridged / reference ≤ 1.10.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-SIDE = sys.argv[1] if len(sys.argv) > 1 else None
-REPEATS = 3
+REPEATS = 5
+THREADS = int(os.environ.get("CONVSCOPE_BENCH_THREADS", min(os.cpu_count() or 1, 4)))
+SIZE = 224
 
 
-def side(backend: str) -> dict[str, float]:
-    os.environ["KERAS_BACKEND"] = backend
-    import keras
+def _calls(scope, model):  # type: ignore[no-untyped-def]
     import numpy as np
+
+    convs = [layer.name for layer in model.layers if "conv" in layer.name]
+    assert len(convs) == 13, convs
+    x = np.random.default_rng(0).random((1, SIZE, SIZE, 3), dtype=np.float32)
+    return {"activations_13_conv": lambda: scope.activations(x, layers=convs),
+            "gradcam": lambda: scope.attribute(x, method="gradcam", target=1)}  # fmt: skip
+
+
+def reference(path: str) -> None:
+    """The torch side: ``Scope`` of the saved model; answers each command line with the call's seconds."""
+    import keras
+    import torch
 
     import convscope as cs
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    from common import interleaved
+    torch.set_num_threads(THREADS)
+    model = keras.saving.load_model(path, compile=False)
+    calls = _calls(cs.Scope(model), model)
+    print(f"ready {torch.get_num_threads()}", flush=True)
+    for line in sys.stdin:
+        t = time.perf_counter()
+        calls[line.strip()]()
+        print(time.perf_counter() - t, flush=True)
 
-    out: dict[str, float] = {}
+
+def main() -> None:
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+
+    import convscope as cs
+
+    load = [os.getloadavg()[0]]
+    keras.utils.set_random_seed(0)
     convnet = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3, activation="relu"),
                                 keras.layers.MaxPooling2D(), keras.layers.Conv2D(64, 3, activation="relu"),
                                 keras.layers.Flatten(), keras.layers.Dense(10)])  # fmt: skip
-    vgg = keras.applications.VGG16(weights=None)
-    keras.utils.set_random_seed(0)
-    for name, m in (("convnet", convnet), ("vgg16", vgg)):
+    vgg = keras.applications.VGG16(weights=None, input_shape=(SIZE, SIZE, 3))
+    startup = {}
+    for name, m in (("ConvNet", convnet), ("VGG16", vgg)):
         t = time.perf_counter()
-        s = cs.Scope(m)
-        out[f"startup_{name}"] = time.perf_counter() - t
-        if name == "convnet" and hasattr(s, "close"):
-            s.close()
-    convs = [layer.name for layer in vgg.layers if "conv" in layer.name]
-    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
-    out.update(interleaved({"activations_13_conv": lambda: s.activations(x, layers=convs),
-                            "gradcam": lambda: s.attribute(x, method="gradcam", target=1)}, repeats=REPEATS))  # fmt: skip
-    if hasattr(s, "close"):
-        s.close()
-    return out
+        scope = cs.Scope(m)
+        startup[name] = time.perf_counter() - t
+        if name == "ConvNet":
+            scope.close()
+    worker_threads = scope._client.request("threads", THREADS, what="bench")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "vgg16.keras")
+        vgg.save(path)
+        env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        ref = subprocess.Popen([sys.executable, __file__, "--reference", path], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        assert ref.stdin is not None and ref.stdout is not None
+        ready = ref.stdout.readline().split()
+        assert ready and ready[0] == "ready", ready
+        ref_threads = int(ready[1])
+
+        def on_reference(name: str) -> float:
+            ref.stdin.write(name + "\n")  # type: ignore[union-attr]
+            ref.stdin.flush()  # type: ignore[union-attr]
+            return float(ref.stdout.readline())  # type: ignore[union-attr]
+
+        bridged = _calls(scope, vgg)
+        times: dict[str, dict[str, list[float]]] = {k: {"bridged": [], "torch": []} for k in bridged}
+        for name, fn in bridged.items():
+            fn(), on_reference(name)  # warm-up
+            for _ in range(REPEATS):
+                t = time.perf_counter()
+                fn()
+                times[name]["bridged"].append(time.perf_counter() - t)
+                times[name]["torch"].append(on_reference(name))
+        ref.stdin.close()
+        ref.wait(60)
+    scope.close()
+    load.append(os.getloadavg()[0])
+
+    print(f"torch threads: worker {worker_threads}, reference {ref_threads}; "
+          f"1-min load average {load[0]:.2f} at start, {load[1]:.2f} at end ({os.cpu_count()} CPUs)")  # fmt: skip
+    print(f"start-up (worker spawn + model transfer): ConvNet {startup['ConvNet']:.2f} s, "
+          f"VGG16 {startup['VGG16']:.2f} s")  # fmt: skip
+    for name, t in times.items():
+        b, r = statistics.median(t["bridged"]), statistics.median(t["torch"])
+        paired = statistics.median(x / y for x, y in zip(t["bridged"], t["torch"], strict=True))
+        print(f"VGG16 {SIZE}² {name}: bridged {b:.3f} s vs torch {r:.3f} s (medians of {REPEATS}, interleaved) "
+              f"-> {b / r:.3f}x, median of paired ratios {paired:.3f}x (target <= 1.10); "
+              f"bridged {[round(v, 3) for v in t['bridged']]}, "
+              f"torch {[round(v, 3) for v in t['torch']]}")  # fmt: skip
 
 
 if __name__ == "__main__":
-    if SIDE is not None:
-        print(json.dumps(side(SIDE)))
-        sys.exit(0)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
-    results = {}
-    for backend in ("torch", "tensorflow"):
-        run = subprocess.run([sys.executable, __file__, backend], capture_output=True, text=True, env=env, check=False)
-        if run.returncode != 0:
-            print(f"bench_bridge: {backend} side failed:\n{run.stderr[-2000:]}")
-            sys.exit(0)
-        results[backend] = json.loads(run.stdout.strip().splitlines()[-1])
-    tf_, torch_ = results["tensorflow"], results["torch"]
-    print(f"start-up (spawn + transfer): ConvNet {tf_['startup_convnet']:.2f} s, VGG16 {tf_['startup_vgg16']:.2f} s")
-    for call in ("activations_13_conv", "gradcam"):
-        ratio = tf_[call] / torch_[call]
-        print(f"VGG16 224² {call}: bridged {tf_[call]:.3f} s vs torch in-process {torch_[call]:.3f} s "
-              f"-> {ratio:.2f}x (target <= 1.10)")  # fmt: skip
+    if sys.argv[1:2] == ["--reference"]:
+        reference(sys.argv[2])
+    else:
+        main()

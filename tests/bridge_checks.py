@@ -104,27 +104,27 @@ def summary_equals_keras() -> None:
     assert "first" in scope.activations(x, layers="first")
 
 
-def tf_gradients(m, layer, inputs, cls):  # type: ignore[no-untyped-def]
-    """Grad-CAM (ReLU of gradient-mean-weighted maps) and input gradients of logit ``cls``."""
+def hand_gradients(m, layer, inputs, cls):  # type: ignore[no-untyped-def]
+    """Grad-CAM (ReLU of gradient-mean-weighted maps) and input gradients of logit ``cls``, computed
+    with the backend's own autodiff: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` on JAX."""
+    onehot = np.eye(m.outputs[0].shape[-1], dtype=np.float32)[cls]
     if BACKEND == "tensorflow":
         grad_model = K.Model(m.inputs, [m.get_layer(layer).output, m.outputs[0]])
         xt = tf.constant(inputs)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(xt)
             conv, logits = grad_model(xt, training=False)
-            score = tf.reduce_sum(logits * tf.one_hot(cls, logits.shape[-1]))
+            score = tf.reduce_sum(logits * onehot)
         g_conv, g_x = tape.gradient(score, conv).numpy(), tape.gradient(score, xt).numpy()
         conv = conv.numpy()
     else:
         import jax
 
-        idx = [layer.name for layer in m.layers].index(layer)
-        head = K.Model(m.inputs, m.get_layer(layer).output)
-        tail = K.Sequential(m.layers[idx + 1:])
-        onehot = np.eye(m.outputs[0].shape[-1], dtype=np.float32)[cls]
-        conv = np.asarray(head(inputs))
-        g_conv = np.asarray(jax.grad(lambda a: (tail(a) * onehot).sum())(conv))
-        g_x = np.asarray(jax.grad(lambda z: (m(z) * onehot).sum())(inputs))
+        head = K.Model(m.inputs[0], m.get_layer(layer).output)  # input -> layer, layer -> logits
+        tail = K.Model(m.get_layer(layer).output, m.outputs[0])
+        conv = np.asarray(head(inputs, training=False))
+        g_conv = np.asarray(jax.grad(lambda a: (tail(a, training=False) * onehot).sum())(conv))
+        g_x = np.asarray(jax.grad(lambda z: (m(z, training=False) * onehot).sum())(inputs))
     cam = np.maximum((conv * g_conv.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
     return cam, g_x
 
@@ -132,13 +132,33 @@ def tf_gradients(m, layer, inputs, cls):  # type: ignore[no-untyped-def]
 @check
 def gradcam_and_saliency_equal_tape() -> None:
     cls = np.array([3, 1, 4, 1])
-    cam, g_x = tf_gradients(model, "conv2d_2", x, cls)
+    cam, g_x = hand_gradients(model, "conv2d_2", x, cls)
     att = scope.attribute(x, method="gradcam", layer="conv2d_2", target=[3, 1, 4, 1])
     close(att.raw, cam, RTOL_GRAD, "gradcam")
     sal = scope.attribute(x, method="saliency", target=[3, 1, 4, 1])
     close(sal.raw, g_x, RTOL_GRAD, "saliency")
     curve = cs.metrics.deletion(scope, att, steps=4)
     assert curve.scores.shape == (4, 5)
+
+
+@check
+def graph_tensors_are_a_clear_error() -> None:
+    from convscope.bridge import GraphCannotCrossError
+
+    for ask in (lambda: scope.activations(x, layers="conv2d_1", grad=True),  # refused before any work
+                lambda: scope._client.request("call", ("record", (x, "conv2d_1"), {"grad": True}),  # by the worker
+                                              what="record")):  # fmt: skip
+        try:
+            ask()
+        except GraphCannotCrossError as exc:
+            text = str(exc)
+            assert isinstance(exc, cs.ConvscopeError), type(exc)
+            for part in ("grad=True" if "activations" in text else "scope.record", "autograd graph",
+                         "process boundary", "scope.attribute", "KERAS_BACKEND=torch"):  # fmt: skip
+                assert part in text, (part, text)
+        else:
+            raise AssertionError("a tensor with an autograd graph must not cross silently")
+    assert scope.activations(x, layers="first")["first"].numpy().shape[0] == 4  # the worker still serves
 
 
 @check
@@ -240,20 +260,23 @@ def unmovable_models_are_clear_errors() -> None:
 
 
 def applications() -> None:
-    apps = {"VGG16": (32, "block5_conv3"), "ResNet50": (32, "conv5_block3_out"), "MobileNetV2": (32, "out_relu")}
-    for name, (size, last) in apps.items():
+    """keras.applications nets (weights=None) at 32², their smallest accepted input: activations vs the
+    backend's multi-output sub-model ``predict``, Grad-CAM and saliency vs :func:`hand_gradients`."""
+    apps = {"VGG16": "block5_conv3", "ResNet50": "conv5_block3_out", "MobileNetV2": "out_relu"}
+    size, cls = 32, np.array([1, 2])
+    for name, last in apps.items():
         t = time.perf_counter()
         net = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
         xs = rng.random((2, size, size, 3), dtype=np.float32) * 2 - 1
         layers = [layer.name for layer in net.layers if len(layer.output.shape) == 4 and "conv" in layer.name][-6:] + [last]
+        cam, g_x = hand_gradients(net, last, xs, cls)
         with cs.Scope(net) as s:
             acts = s.activations(xs, layers=layers)
             for lname, ref in zip(layers, submodel_predict(net, layers, xs), strict=True):
                 close(acts[lname].numpy(), ref, RTOL_ACT, f"{name}/{lname}")
             assert s.summary().total_params == net.count_params()
-            cam, _ = tf_gradients(net, last, xs, np.array([1, 2])) if BACKEND == "tensorflow" else (None, None)
-            if cam is not None:
-                close(s.attribute(xs, method="gradcam", layer=last, target=[1, 2]).raw, cam, RTOL_GRAD, f"{name} cam")
+            close(s.attribute(xs, method="gradcam", layer=last, target=cls.tolist()).raw, cam, RTOL_GRAD, f"{name} cam")
+            close(s.attribute(xs, method="saliency", target=cls.tolist()).raw, g_x, RTOL_GRAD, f"{name} saliency")
         print(f"ok application {name} {time.perf_counter() - t:.1f}s", flush=True)
 
 

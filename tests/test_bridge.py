@@ -1,18 +1,24 @@
 """Issue 10: Keras models on the TensorFlow and JAX backends, through a torch-backend worker process.
 
 The per-backend checks live in tests/bridge_checks.py and run in a fresh interpreter per backend
-(Keras picks its backend once per process); both backends run at the same time.
+(Keras picks its backend once per process); both backends run at the same time, each checking the
+seed ConvNet and keras.applications VGG16/ResNet50/MobileNetV2.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import socket
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import convscope as cs
@@ -20,9 +26,9 @@ from convscope.bridge import needs_bridge
 
 CHECKS = Path(__file__).with_name("bridge_checks.py")
 EXPECTED = ["activations_equal_submodel_predict", "summary_equals_keras", "gradcam_and_saliency_equal_tape",
-            "every_method_runs", "one_more_fit_step_is_reflected", "killed_worker_errors_then_restarts",
+            "graph_tensors_are_a_clear_error", "every_method_runs", "one_more_fit_step_is_reflected", "killed_worker_errors_then_restarts",
             "close_and_with", "unmovable_models_are_clear_errors"]  # fmt: skip
-RUNS = {"tensorflow": ["apps"], "jax": []}
+RUNS = {"tensorflow": ["apps"], "jax": ["apps"]}
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +82,42 @@ def test_torch_models_and_torch_keras_do_not_bridge(torch_net: Any) -> None:
     assert not needs_bridge(torch_net)
     assert not needs_bridge(None)
     assert type(cs.Scope(torch_net)).__name__ == "Scope"
+
+
+def test_wire_moves_large_and_odd_buffers_intact() -> None:
+    import torch
+
+    from convscope.bridge import wire
+
+    a, b = socket.socketpair()
+    ours, theirs = Connection(a.detach()), Connection(b.detach())
+    big = np.arange(3 * 2**20, dtype=np.float32).reshape(3, 1024, 1024)  # larger than a socket buffer
+    value = {"big": big, "t": torch.arange(12.0).reshape(3, 4).T, "strided": big[:, ::7, 3], "empty": np.zeros(0)}
+    sender = threading.Thread(target=wire.send, args=(ours, wire.encode(value)))
+    sender.start()
+    got = wire.recv(theirs)
+    sender.join()
+    np.testing.assert_array_equal(got["big"], big)
+    np.testing.assert_array_equal(got["strided"], big[:, ::7, 3])
+    assert torch.equal(got["t"], value["t"]) and got["empty"].shape == (0,)
+    ours.close()
+    with pytest.raises(EOFError):
+        wire.recv(theirs)
+
+
+def test_graph_tensors_are_refused_with_what_why_and_instead() -> None:
+    import torch
+
+    from convscope.bridge import GraphCannotCrossError, wire
+    from convscope.bridge.worker import Worker
+
+    graph = torch.ones(2, requires_grad=True) * 2
+    with pytest.raises(GraphCannotCrossError):
+        wire.encode({"x": graph}, refuse_graphs=True)
+    wire.encode(torch.nn.Parameter(torch.ones(2)), refuse_graphs=True)  # a leaf (weights) travels
+    data, raws = Worker().reply(7, True, [graph], [], "scope.record(...)")
+    rid, ok, failure, _ = pickle.loads(data, buffers=raws)
+    assert (rid, ok) == (7, False) and isinstance(failure.exc, GraphCannotCrossError)
+    assert isinstance(failure.exc, cs.ConvscopeError)
+    for part in ("scope.record(...)", "autograd graph", "process boundary", "scope.attribute", "KERAS_BACKEND=torch"):
+        assert part in str(failure.exc), part

@@ -9,7 +9,7 @@ from typing import Any
 
 from convscope.errors import ConvscopeError
 
-__all__ = ["BridgedScope", "needs_bridge"]
+__all__ = ["BridgedScope", "GraphCannotCrossError", "needs_bridge"]
 
 
 def _keras2(model: Any) -> bool:
@@ -42,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from convscope.bridge.bridged import BridgedScope
 
         return BridgedScope
+    if name == "GraphCannotCrossError":
+        from convscope.bridge.wire import GraphCannotCrossError
+
+        return GraphCannotCrossError
     raise AttributeError(name)

@@ -4,7 +4,9 @@
 one convscope worker process on the torch backend (its config and weights; your model object is never
 modified) and every public ``Scope`` method and property is forwarded there by name, with the same
 signature and the same result objects. Before each call the current weights are fingerprinted and the
-changed ones re-sent, so training in between is reflected. Close the worker with ``scope.close()`` or
+changed ones re-sent, so training in between is reflected. Tensors with an autograd graph cannot
+come back (``scope.activations(x, grad=True)`` raises :class:`~convscope.bridge.GraphCannotCrossError`);
+gradient-based results (``scope.attribute``, ``scope.maximize``) are computed in the worker. Close the worker with ``scope.close()`` or
 ``with cs.Scope(model) as scope:``; it is closed at interpreter exit too.
 
 Example::
@@ -29,6 +31,7 @@ from convscope.bridge.worker import Method, RemoteRef
 from convscope.errors import ConvscopeError
 
 _DATA_ATTRIBUTES = ("preprocess", "resize", "scale", "mean", "std", "bgr")  # set by Scope.__init__
+_GRAPH_CALLS = ("activations", "record")  # methods whose grad=True asks for tensors with an autograd graph
 
 
 class BridgedScope:
@@ -68,18 +71,24 @@ class BridgedScope:
         self.backend = keras.backend.backend()
         self._options: dict[str, Any] = {"input_shape": input_shape, "preprocess": preprocess, "resize": resize,
                                          "scale": scale, "mean": mean, "std": std}  # fmt: skip
-        self._package = transfer.package(model, safe_mode=safe_mode, custom_objects=custom_objects)
-        self._imports = list(worker_imports)
-        self._fingerprint = transfer.Fingerprint(model)
-        self._paths = {id(layer): p for p, layer in transfer.walk_layers(model)}
-        self._aliases: list[tuple[Any, str]] = []
-        self._sent: list[Any] | None = None
         self._client: Client | None = None
-        self._start()
+        transfer.check_movable(model, safe_mode=safe_mode, custom_objects=dict(custom_objects or {}))
+        client = Client()  # the worker imports torch and Keras while the model is packed here
+        try:
+            self._package = transfer.package(model, safe_mode=safe_mode, custom_objects=custom_objects)
+            self._imports = list(worker_imports)
+            self._fingerprint = transfer.Fingerprint(model)
+            self._paths = {id(layer): p for p, layer in transfer.walk_layers(model)}
+            self._aliases: list[tuple[Any, str]] = []
+            self._sent: list[Any] | None = None
+        except BaseException:
+            client.close()
+            raise
+        self._start(client)
 
     # -- worker lifetime -------------------------------------------------------------------------
-    def _start(self) -> None:
-        client = Client()
+    def _start(self, client: Client | None = None) -> None:
+        client = client or Client()
         self._client = client
         current = self._fingerprint()
         variables = self._fingerprint.variables
@@ -144,6 +153,8 @@ class BridgedScope:
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``Scope.<name>(*args, **kwargs)`` in the worker, or ``module:function(scope, ...)``."""
         what = f"scope.{name}(...)" if ":" not in name else name.replace(":", ".") + "(...)"
+        if name in _GRAPH_CALLS and kwargs.get("grad"):  # refused before any work; see wire.graph_error
+            raise wire.graph_error(f"scope.{name}(..., grad=True)")
         client = self._ready(what)
         value = client.request("call", (name, args, kwargs), what=what, layer_path=self._paths.get)
         if name == "rename":

@@ -69,6 +69,12 @@ class Worker:
             return attr(*self.resolve(args), **self.resolve(kwargs))
         if op == "pid":
             return os.getpid()
+        if op == "threads":  # torch's intra-op thread count here; set it first when given
+            import torch
+
+            if payload:
+                torch.set_num_threads(int(payload))
+            return torch.get_num_threads()
         raise ValueError(f"unknown bridge request {op!r}")
 
     def load(self, *, package: dict[str, Any], weights: dict[str, Any], options: dict[str, Any],
@@ -137,9 +143,12 @@ class Worker:
             return RemoteRef(oid, type(value).__name__, repr(value))
         return value
 
-    def reply(self, rid: int, ok: bool, value: Any, caught: list[Any]) -> tuple[bytes, list[memoryview]]:
+    def reply(self, rid: int, ok: bool, value: Any, caught: list[Any], what: str = "this call") -> tuple[bytes, list[memoryview]]:
         try:
-            return wire.encode((rid, ok, self.export(value) if ok else value, caught), self.paths.get)
+            return wire.encode((rid, ok, self.export(value) if ok else value, caught), self.paths.get,
+                               refuse_graphs=True)  # fmt: skip
+        except wire.GraphCannotCrossError:
+            return wire.encode((rid, False, failure(wire.graph_error(what)), []))
         except Exception as exc:  # noqa: BLE001 - a result that cannot travel is the caller's error
             return wire.encode((rid, False, failure(exc, f"the result ({type(value).__name__}) cannot be "
                                                           "sent back from the worker: "), []))  # fmt: skip
@@ -172,7 +181,8 @@ def serve(conn: Connection) -> None:
                 value, ok = worker.handle(op, payload), True
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 value, ok = failure(exc), False
-        message = worker.reply(rid, ok, value, [(w.category, str(w.message)) for w in caught])
+        what = f"scope.{payload[0]}(...)" if op == "call" else "this call"
+        message = worker.reply(rid, ok, value, [(w.category, str(w.message)) for w in caught], what)
         try:
             wire.send(conn, message)
         except (BrokenPipeError, OSError):
