@@ -2,13 +2,15 @@
 
 The demo runs once per module; the page tests read its ``index.html`` like a user would: every
 attribution panel names its target class and probability, every empty or near-empty map says why,
-the galleries name their objective, and no project-internal jargon reaches the page.
+the galleries name their objective, and no project-internal jargon reaches the page. The page is the
+HTML report of the Keras model (the report's CSP, navigation and layers) with the demo's sections, and
+opens in a real browser from ``file://`` with every network request aborted.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -18,59 +20,85 @@ import pytest
 import torch
 from PIL import Image
 
+import test_report
 from convscope.demo.attribution import CAM_LAYERS, WEAK
 from convscope.demo.data import as_nchw
-from convscope.demo.run import run_demo
+from convscope.demo.run import STEPS, run_demo
+
+browser = test_report.browser  # chromium through Playwright, shared with the report's browser tests
 
 
 @dataclass
 class PageFigure:
+    """One ``<figure>``: its attributes, caption text (``label``), note, linked PNG (``href``) and img srcs."""
+
     attrs: dict[str, str]
     label: str = ""
     note: str = ""
     href: str = ""
+    srcs: list[str] = field(default_factory=list)
+
+
+VOID = {"img", "meta", "br", "input", "link", "hr", "source", "wbr"}
 
 
 class Page(HTMLParser):
-    """The page's visible text (data URIs excluded), its figures and its headings."""
+    """The page's visible text (data URIs excluded), its figures, headings, links and meta tags."""
 
     def __init__(self) -> None:
         super().__init__()
         self.text: list[str] = []
         self.figures: list[PageFigure] = []
         self.headings: list[str] = []
-        self._span = ""
-        self._tags: list[str] = []
+        self.links: list[dict[str, str]] = []
+        self.metas: list[dict[str, str]] = []
+        self.nav: list[str] = []
+        self.ids: list[str] = []
+        self._tags: list[tuple[str, dict[str, str]]] = []
+
+    def _inside(self, tag: str) -> bool:
+        return any(t == tag for t, _ in self._tags)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        self._tags.append(tag)
+        if "id" in a:
+            self.ids.append(a["id"])
         if tag == "figure":
             self.figures.append(PageFigure(a))
-        elif tag == "span" and self.figures:
-            self._span = a.get("class", "")
-        elif tag == "a" and self.figures:
-            self.figures[-1].href = a.get("href", "")
+        elif tag == "a":
+            self.links.append(a)
+            if self._inside("nav"):
+                self.nav.append(a.get("href", ""))
+            if self._inside("figure") and "file" in a.get("class", "").split():
+                self.figures[-1].href = a.get("href", "")
         elif tag == "img":
             self.text.append(a.get("alt", ""))
+            if self._inside("figure"):
+                self.figures[-1].srcs.append(a.get("src", ""))
+        elif tag == "meta":
+            self.metas.append(a)
         elif tag in ("h2", "h3"):
             self.headings.append("")
+        if tag not in VOID:
+            self._tags.append((tag, a))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "span":
-            self._span = ""
-        if self._tags:
-            self._tags.pop()
+        while self._tags:
+            if self._tags.pop()[0] == tag:
+                break
 
     def handle_data(self, data: str) -> None:
-        if self._tags and self._tags[-1] in ("style", "title"):
+        top, attrs = self._tags[-1] if self._tags else ("", {})
+        if top in ("style", "title", "script"):
             return
         data = data.replace("\N{NO-BREAK SPACE}", " ")
         self.text.append(data)
-        if self._tags and self._tags[-1] in ("h2", "h3"):
+        if top in ("h2", "h3"):
             self.headings[-1] += data
-        if self._span in ("label", "note"):
-            setattr(self.figures[-1], self._span, getattr(self.figures[-1], self._span) + data)
+        if top == "figcaption":  # the caption is the figcaption's own text
+            self.figures[-1].label += data
+        elif top == "span" and "note" in attrs.get("class", "").split() and self._inside("figcaption"):
+            self.figures[-1].note += data
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +134,19 @@ def test_demo_writes_every_figure_and_a_self_contained_page(demo_out: Path) -> N
         assert "Total params: 1,199,882" in summary  # the classic Keras MNIST ConvNet's parameter count
     assert Image.open(out / "vgg16_block1_conv1_filters.png").mode == "RGB"  # colour first-layer kernels
     page = (out / "index.html").read_text()
+    parsed = Page()
+    parsed.feed(page)
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(re.findall(r"src='data:image/png;base64,", page)) == len(pngs)  # every figure embedded
+    shown = sorted(f.href for f in parsed.figures if f.href)
+    assert shown == pngs  # every PNG is one figure of the page, linked under it ...
+    for f in parsed.figures:  # ... and embedded, like every other picture: the page works when moved alone
+        assert f.srcs and all(s.startswith("data:image/png;base64,") for s in f.srcs), (f.href, f.label)
+    assert not (out / "index_assets").exists()
     assert "hold-out accuracy" in page
 
+
+#: index.html: the digit report (under 2 MB, as report_torch.html) plus the demo's own pictures.
+INDEX_BYTES = 3_000_000
 
 LABEL = re.compile(r"target (\d+) · p (?:= ([\d.]+)%|> 99\.9%)")
 
@@ -205,23 +242,24 @@ def test_every_flat_channel_tile_says_why(demo_out: Path, page: Page) -> None:
         assert tile.attrs["data-flat"] == tile.note.split(" ")[0].rstrip(":")  or not tile.note
 
 
-def test_reports_are_written_linked_small_and_offline(demo_out: Path) -> None:
-    index = (demo_out / "index.html").read_text(encoding="utf-8")
-    for fw in ("keras", "torch"):
-        report = demo_out / f"report_{fw}.html"
-        assert f"<a class='report' href='report_{fw}.html'>" in index
-        assert report.stat().st_size < 2_000_000
+def test_reports_are_written_linked_small_and_offline(demo_out: Path, page: Page) -> None:
+    # index.html is the Keras model's report (with the demo's sections); report_torch.html the PyTorch one's
+    assert {"href": "report_torch.html", "class": "link"} in page.links
+    assert not (demo_out / "report_keras.html").exists()
+    for report, limit in ((demo_out / "index.html", INDEX_BYTES), (demo_out / "report_torch.html", 2_000_000)):
+        assert report.stat().st_size < limit
         text = report.read_text(encoding="utf-8")
         assert not re.search(r"(?:src|href)\s*=\s*['\"]?(?:https?:)?//", text)  # no network reference
         assert "http://" not in text and "https://" not in text
         assert "dataset top-9 of 1797 images" in text  # the demo's scan reached the report
-    assert "http://" not in index and "https://" not in index
+    own = sum(len(src) for f in page.figures if f.href for src in f.srcs)  # the demo's pictures, embedded
+    assert 0 < (demo_out / "index.html").stat().st_size - own < 2_000_000  # the Keras digit report itself
 
 
 def test_progress_is_one_line_per_step_when_stderr_is_not_a_terminal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from convscope.demo.page import Section
+    from convscope.reporting import Section
 
     steps = [(name, lambda out, state, n=name: Section(n)) for name in ("first", "second")]
     run_demo(tmp_path, steps=steps)
@@ -246,3 +284,42 @@ def test_dataset_examples_section_shows_16_channels_per_model(demo_out: Path, pa
         assert all(len(re.findall(r"\d", f.label.split("(digits ")[1].split(",  max")[0])) >= 9 for f in panels)
         picture = Image.open(demo_out / f"examples_{fw}_conv_1_0.png")
         assert picture.width > 3 * picture.height  # images, patches, histogram (and visualisation) side by side
+
+
+def test_index_is_the_keras_models_report(demo_out: Path, page: Page) -> None:
+    csp = [m["content"] for m in page.metas if m.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and csp[0].startswith("default-src 'none'")  # the report's policy: no fetch of any kind
+    layers = [h for h in page.nav if h.startswith("#layer-")]
+    assert layers == ["#layer-conv_0", "#layer-conv_1", "#layer-dense_0", "#layer-predictions"]
+    sections = [h for h in page.nav if h.startswith("#section-")]
+    assert len(sections) == sum(1 for name, _ in STEPS if name != "page")  # every step's section, in the nav
+    assert all(h[1:] in page.ids for h in sections + layers)
+    for title in ("Training", "Model summaries", "Feature maps", "Dataset examples", "Attribution panels"):
+        assert title in page.headings
+    layers_heading = max(i for i, h in enumerate(page.headings) if h.strip() == "Layers")  # main's, after the nav's
+    assert page.headings.index("Training") < layers_heading  # the demo's sections come before the layers
+    text = " ".join(page.text)
+    assert "conv_1 channel" in text and "dataset top 9" in text and "deletion AUC" in text  # the report's parts
+
+
+def test_there_is_one_html_writer() -> None:
+    import convscope.demo.page as demo_page
+
+    for name in ("write_page", "Figure", "Strip", "Section", "Table"):
+        assert not hasattr(demo_page, name), name
+    demo = Path(demo_page.__file__).parent
+    for source in demo.glob("*.py"):
+        code = source.read_text(encoding="utf-8").lower()
+        assert not re.search(r"<!doctype|<html|<figure|<section|<img", code), source.name  # no HTML built here
+
+
+def test_index_opens_offline_in_a_browser(browser: Any, demo_out: Path) -> None:
+    tab, errors, outside = test_report.open_page(browser, demo_out / "index.html")
+    test_report.wait_until(tab, "Array.from(document.images).every(i => i.complete)")
+    assert tab.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).length") == 0
+    tab.click("nav a[href='#section-dataset-examples']")
+    assert tab.evaluate("document.getElementById('section-dataset-examples').getBoundingClientRect().top") < 50
+    tab.click("nav a[href='#layer-conv_1']")
+    assert tab.evaluate("document.getElementById('layer-conv_1').open")
+    assert errors == [] and outside == []
+    tab.close()

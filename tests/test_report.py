@@ -248,9 +248,21 @@ def open_page(browser: Any, path: Path) -> tuple[Any, list[str], list[str]]:
     return page, errors, outside
 
 
+def wait_until(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` from Python until it is true: Playwright's wait-for-function polls with an
+    ``eval`` inside the page, which the report's Content-Security-Policy (no 'unsafe-eval') refuses."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > end:
+            raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
+        page.wait_for_timeout(50)
+
+
 def test_browser_renders_from_file_with_network_aborted(browser: Any, digit_report: Any) -> None:
     page, errors, outside = open_page(browser, digit_report.path)
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    wait_until(page, "Array.from(document.images).every(i => i.complete)")
     assert page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).length") == 0
     assert page.evaluate("document.images.length") == digit_report.pictures
     assert not page.evaluate("document.getElementById('layer-conv_1').open")
@@ -276,7 +288,7 @@ def test_browser_loads_assets_beside_the_page(browser: Any, tmp_path: Path, digi
     page, errors, outside = open_page(browser, out.path)
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true);"
                   "document.querySelectorAll('img').forEach(i => i.loading = 'eager')")  # fmt: skip
-    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    wait_until(page, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     assert errors == [] and outside == []
     page.close()
 
@@ -298,3 +310,67 @@ def test_scan_examples_and_feature_visualisations(tmp_path: Path, digit_scope: c
     assert sum(a.startswith(f"{layer} feature visualisations") for a in alts for layer in ("conv_0", "conv_1")) == 2
     for im in page.images:
         assert "normalis" in page.captions[im["figure"]]
+
+
+# -- the caller's own sections (the demo's page is built this way) -----------------------------------------------
+def test_own_sections_in_the_report_style_and_navigation(tmp_path: Path, digit_scope: cs.Scope) -> None:
+    from convscope.reporting import Group, Link, PictureRef, Section, Table
+
+    red = PictureRef.of("section/red", Image.new("RGB", (40, 20), "red"), "a red <box>", note="why: it is red",
+                        kind="attribution", data={"target": "3"}, file="red.png")  # fmt: skip
+    blue = PictureRef.of("section/blue", Image.new("L", (8, 8)), "a black square", alt="black, 8×8")
+    sections = [
+        Section("Training", "six epochs & more", pre=["loss 0.1"], tables=[Table(["a", "b"], [["1", "2"]], "t")],
+                links=[Link("other.html", "the other page", "its detail")], pictures=[red]),  # fmt: skip
+        Section("Training", groups=[Group("a row", [blue, red], "row text")]),  # same title, same picture again
+    ]
+    out = cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "own.html", layers=["conv_0"], methods=(),
+                    intro="hello from the intro", links=[Link("a.html", "A")], sections=sections)  # fmt: skip
+    page = parse(out.path)
+    nav = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").startswith("#")]
+    assert nav == ["#overview", "#section-training", "#section-training-2", "#layer-conv_0"]  # page order
+    ids = [a["id"] for _, a in page.tags if "id" in a]
+    assert all(h[1:] in ids for h in nav)
+    assert ids.index("section-training-2") < ids.index("layer-conv_0")  # sections come before the layers
+    figures = [a for t, a in page.tags if t == "figure" and a.get("class") == "attribution"]
+    assert len(figures) == 2 and all(f["data-target"] == "3" for f in figures)
+    assert ("a", {"class": "file", "href": "red.png"}) in page.tags
+    assert ("a", {"class": "link", "href": "other.html"}) in page.tags and ("a", {"class": "link", "href": "a.html"}) in page.tags
+    text = out.path.read_text(encoding="utf-8")
+    for shown in ("a red &lt;box&gt;", "why: it is red", "six epochs &amp; more", "hello from the intro", "row text",
+                  "<pre>loss 0.1</pre>", "<caption>t</caption>", "its detail"):  # fmt: skip
+        assert shown in text, shown
+    own = [im for im in page.images if im["alt"] in ("a red <box>", "black, 8×8")]
+    assert len(own) == 3 and all("style" not in im for im in own)  # drawn for the page: shown at their own size
+    assert {(im["width"], im["height"]) for im in own} == {("40", "20"), ("8", "8")}
+    assert out.pictures == 1 + 16 + 1 + 1 + 2  # input, tiles, mosaic, kernels, and each own picture once
+
+
+def test_own_picture_facts_must_be_attribute_names() -> None:
+    from convscope.reporting import PictureRef
+
+    img = Image.new("L", (2, 2))
+    with pytest.raises(cs.OptionError, match="data key 'on click'"):
+        PictureRef.of("k", img, "c", data={"on click": "x"})
+    with pytest.raises(cs.OptionError, match="kind="):
+        PictureRef.of("k", img, "c", kind='a" onmouseover="x')
+
+
+def test_progress_is_one_line_per_job_off_a_terminal(tmp_path: Path, digit_scope: cs.Scope,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Off a terminal the report says each job once, numbered against the total, with its time; silent
+    with progress=False; a non-bool progress is an OptionError."""
+    cs.report(digit_scope, [cs.sample_image("digit")] * 2, out=tmp_path / "p.html", layers=["conv_0"],
+              methods=("gradcam", "saliency"), metric_steps=4)  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    jobs = [line for line in lines if line.startswith("report: ")]
+    assert len(jobs) == 4, lines
+    assert re.fullmatch(r"report: forward pass of 2 image\(s\) \(1/4\) \d+\.\ds", jobs[0])
+    assert jobs[1].startswith("report: gradcam with deletion/insertion (2/4)")
+    assert jobs[2].startswith("report: saliency with deletion/insertion (3/4)")
+    assert re.fullmatch(r"report: drawing \d+ pictures into p\.html \(4/4\) \d+\.\ds", jobs[3])
+    cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "q.html", layers=["conv_0"], methods=(),
+              progress=False)  # fmt: skip
+    assert "report:" not in capsys.readouterr().err
+    with pytest.raises(cs.OptionError, match="progress='yes' is not allowed"):
+        cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "r.html", progress="yes")  # type: ignore[arg-type]

@@ -42,12 +42,13 @@ __all__ = [
     "metrics",
     "objectives",
     "report",
+    "reporting",
     "sample_image",
     "serve",
 ]
 
 if TYPE_CHECKING:
-    from convscope import attribution
+    from convscope import attribution, reporting
     from convscope.attribution import metrics
     from convscope.dataset.errors import StoreMismatchError
     from convscope.dataset.scan import Scan
@@ -69,6 +70,7 @@ _SUBMODULES = {
     "attribution": "convscope.attribution",
     "metrics": "convscope.attribution.metrics",
     "objectives": "convscope.optim.objectives",
+    "reporting": "convscope.reporting",
 }
 
 

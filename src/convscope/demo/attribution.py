@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convscope.demo.page import Figure, save, upscale_image
+from convscope.demo.page import picture, upscale_image
+from convscope.reporting.model import PictureRef
 
 #: The Grad-CAM layer of each digit model: the last conv layer's output after its ReLU, the 24×24 maps
 #: the max-pooling layer reads. PyTorch's ``conv_1`` is the Conv2d *before* its separate ReLU module
@@ -134,8 +135,8 @@ def attribution_panels(
     upscale: int = 1,
     prefix: str = "",
     **options: Any,
-) -> list[Figure]:
-    """One labelled :class:`Figure` per input: its overlay saved as ``out/{stem}_{i}.png``.
+) -> list[PictureRef]:
+    """One labelled page picture per input: its overlay saved as ``out/{stem}_{i}.png``.
 
     The target is the predicted class (``scope.attribute``'s default); ``labels`` are the true classes
     shown next to it (default ``None``: not shown); ``upscale`` enlarges small overlays (default 1);
@@ -148,13 +149,13 @@ def attribution_panels(
     figures = []
     for i, target in enumerate(att.targets):
         p = float(probs[i, target])
-        file = save(upscale_image(att.overlay(i, alpha=0.5), upscale), out / f"{stem}_{i}.png")
+        overlay = upscale_image(att.overlay(i, alpha=0.5), upscale)
         note = explain_empty(kinds[i], method=method, target=target, layer=att.layer, share=float(shares[i]),
                              peak=float(peaks[i]))  # fmt: skip
         caption = prefix + panel_label(target, p, None if labels is None else int(labels[i]))
         data = {"method": method, "target": str(target), "probability": f"{p:.6f}",
                 "coverage": f"{shares[i]:.4f}", "peak": f"{peaks[i]:.4f}", "empty": kinds[i]}  # fmt: skip
-        figures.append(Figure(file, caption, note=note, kind="attribution", data=data))
+        figures.append(picture(overlay, out, f"{stem}_{i}.png", caption, note=note, kind="attribution", data=data))
     return figures
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from convscope.demo.page import Figure, save, upscale_image
+from convscope.demo.page import picture, upscale_image
+from convscope.reporting.model import PictureRef
 
 #: A tile is "mostly saturated" when at least this share of its pixels sit at black or white.
 SATURATED_SHARE = 0.7
@@ -55,8 +56,8 @@ def explain_flat(kind: str, image: np.ndarray, *, start: float, end: float) -> s
     return ""
 
 
-def gallery_figures(vis: Any, *, out: Path, stem: str, names: list[str], model: str) -> list[Figure]:
-    """One :class:`Figure` per image of ``vis`` saved as ``out/{stem}_{i}.png`` (enlarged to about 112 px),
+def gallery_figures(vis: Any, *, out: Path, stem: str, names: list[str], model: str) -> list[PictureRef]:
+    """One page picture per image of ``vis`` saved as ``out/{stem}_{i}.png`` (enlarged to about 112 px),
     captioned ``names[i]`` with the final objective value, and a note when it is flat (see :func:`flat_kind`)."""
     from convscope.optim.visualization import still_images
 
@@ -64,10 +65,11 @@ def gallery_figures(vis: Any, *, out: Path, stem: str, names: list[str], model: 
     figures = []
     for i, name in enumerate(names):
         img = vis.image(i)
-        file = save(upscale_image(img, max(1, 112 // img.height)), out / f"{stem}_{i}.png")
+        shown = upscale_image(img, max(1, 112 // img.height))
         kind = flat_kind(vis.images[i], still=i in still)
         start = float(vis.history[0][i]) if len(vis.history) else float("nan")
         note = explain_flat(kind, vis.images[i], start=start, end=float(vis.values[i]))
         data = {"model": model, "channel": str(i), "flat": kind, "value": f"{float(vis.values[i]):.4g}"}
-        figures.append(Figure(file, f"{name} · value {float(vis.values[i]):.3g}", note=note, kind="tile", data=data))
+        figures.append(picture(shown, out, f"{stem}_{i}.png", f"{name} · value {float(vis.values[i]):.3g}", note=note,
+                               kind="tile", data=data))  # fmt: skip
     return figures

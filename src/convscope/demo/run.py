@@ -2,8 +2,9 @@
 
 Writes ``demo-output/`` with both summaries, feature-map grids of both conv layers for a test digit,
 the learned filters, an RGB example through ``keras.applications.VGG16(weights=None)``, activation
-maximisation galleries, labelled attribution panels, and an ``index.html`` that shows everything
-(images embedded, so the page works on its own).
+maximisation galleries, labelled attribution panels, the PyTorch model's report ``report_torch.html``, and
+``index.html``: the HTML report (``cs.report``) of the Keras model on four test digits, with every step's
+section added to it (images embedded, so the page works on its own).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from convscope.demo.attribution import FRAMEWORKS, attribution_panels, method_name
-from convscope.demo.page import Figure, Section, Strip, Table, save, upscale_image, write_page
+from convscope.demo.page import picture, saved, upscale_image
+from convscope.reporting.model import PictureRef
+from convscope.reporting.sections import Group, Section, Table
 
-Step = Callable[[Path, dict[str, Any]], Section]
+Step = Callable[[Path, dict[str, Any]], Section | None]
+"""One demo step: writes its files into the folder and returns its section of the page (or ``None``)."""
 
 
 def _train(out: Path, state: dict[str, Any]) -> Section:
@@ -57,17 +61,15 @@ def _feature_maps(out: Path, state: dict[str, Any]) -> Section:
     split = state["split"]
     digit = split.x_test[:1]
     label = int(split.y_test[0])
-    figures = []
+    figures = [picture(_digit_image(digit[0]), out, "test_digit.png", f"the test digit (label {label})")]
     for fw, x in (("keras", as_nhwc(digit)), ("torch", as_nchw(digit))):
         acts = state[f"scope_{fw}"].activations(x, layers=["conv_0", "conv_1"])  # one forward pass
         for name, cmap in (("conv_0", "gray"), ("conv_1", "viridis")):
             fm = acts[name]
-            file = save(fm.grid(cmap=cmap), out / f"maps_{fw}_{name}.png")
             c, h = fm.num_channels, fm.channels_first().shape[-1]
-            figures.append(Figure(file, f"{FRAMEWORKS[fw]} · {name}: {c} maps of {h}×{h} (test digit {label}, {cmap})"))
-    save(_digit_image(digit[0]), out / "test_digit.png")
-    figures.insert(0, Figure(out / "test_digit.png", f"the test digit (label {label})"))
-    return Section("Feature maps", "Every channel of both conv layers for one test digit.", figures=figures)
+            figures.append(picture(fm.grid(cmap=cmap), out, f"maps_{fw}_{name}.png",
+                                   f"{FRAMEWORKS[fw]} · {name}: {c} maps of {h}×{h} (test digit {label}, {cmap})"))  # fmt: skip
+    return Section("Feature maps", "Every channel of both conv layers for one test digit.", pictures=figures)
 
 
 def _digit_image(img: Any) -> Any:
@@ -83,10 +85,10 @@ def _filters(out: Path, state: dict[str, Any]) -> Section:
         scope = state[f"scope_{fw}"]
         for name, mode in (("conv_0", "mean"), ("conv_1", "mean")):
             f = scope.filters(name)
-            file = save(f.grid(mode=mode, normalize="symmetric"), out / f"filters_{fw}_{name}.png")
             shape = f.weights.shape
-            figures.append(Figure(file, f"{FRAMEWORKS[fw]} · {name}: {shape[0]} kernels {shape[1:]} ({mode})"))
-    return Section("Learned filters", "Kernel weights (blue negative, red positive).", figures=figures)
+            figures.append(picture(f.grid(mode=mode, normalize="symmetric"), out, f"filters_{fw}_{name}.png",
+                                   f"{FRAMEWORKS[fw]} · {name}: {shape[0]} kernels {shape[1:]} ({mode})"))  # fmt: skip
+    return Section("Learned filters", "Kernel weights (blue negative, red positive).", pictures=figures)
 
 
 def _rgb_example(out: Path, state: dict[str, Any]) -> Section:
@@ -102,17 +104,17 @@ def _rgb_example(out: Path, state: dict[str, Any]) -> Section:
     vgg = keras.applications.VGG16(weights=None, input_shape=(size, size, 3))
     scope = Scope(vgg)
     photo = sample_photo("chelsea", size=size)
-    save(Image.fromarray(photo), out / "photo.png")
     acts = scope.activations(photo, layers=["block1_conv1", "block3_conv3", "block5_conv3"])
-    figures = [Figure(out / "photo.png", "scikit-image's chelsea photo")]
+    figures = [picture(Image.fromarray(photo), out, "photo.png", "scikit-image's chelsea photo")]
     for name in acts:
         fm = acts[name]
-        file = save(fm.grid(cmap="magma", channels=range(min(64, fm.num_channels))), out / f"vgg16_{name}.png")
-        figures.append(Figure(file, f"VGG16 (random weights) · {name}: first 64 of {fm.num_channels} maps"))
+        figures.append(picture(fm.grid(cmap="magma", channels=range(min(64, fm.num_channels))), out,
+                               f"vgg16_{name}.png", f"VGG16 (random weights) · {name}: first 64 of {fm.num_channels} "
+                               "maps"))  # fmt: skip
     state.update(vgg_scope=scope, photo=photo)
     f = scope.filters("block1_conv1")
-    figures.append(Figure(save(f.grid(), out / "vgg16_block1_conv1_filters.png"), "block1_conv1 kernels as RGB patches"))
-    return Section("RGB example", "keras.applications.VGG16(weights=None) on a colour photo.", figures=figures)
+    figures.append(picture(f.grid(), out, "vgg16_block1_conv1_filters.png", "block1_conv1 kernels as RGB patches"))
+    return Section("RGB example", "keras.applications.VGG16(weights=None) on a colour photo.", pictures=figures)
 
 
 def _attributions(out: Path, state: dict[str, Any]) -> Section:
@@ -134,7 +136,7 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
                 warnings.simplefilter("ignore")
                 panels = attribution_panels(scopes[fw], x, method=method, out=out, stem=f"attr_{fw}_{method}",
                                             labels=labels, upscale=4, **options)  # fmt: skip
-            strips.append(Strip(f"{FRAMEWORKS[fw]} · {method_name(method)} {where}", panels))
+            strips.append(Group(f"{FRAMEWORKS[fw]} · {method_name(method)} {where}", panels))
     strips.extend(_vgg_attributions(out, state))
     n = 64 if state["quick"] else len(split.x_test)
     table = Table(
@@ -143,7 +145,7 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
         caption=f"Which layer Grad-CAM should read: maps of {n} test digits (target = predicted class)",
     )
     return Section(
-        "Attribution",
+        "Attribution panels",
         "Which pixels drive the decision (scope.attribute), overlaid on the inputs. Each panel names the "
         "class it explains (the predicted one) and the model's probability for it. Grad-CAM reads the last "
         "conv layer after its ReLU, the 24×24 maps the pooling layer sees; the table shows how many maps "
@@ -151,7 +153,7 @@ def _attributions(out: Path, state: dict[str, Any]) -> Section:
         "of the peak, or a peak under 5% of the median peak) at each candidate layer. An empty or near-empty "
         "panel says why in red.",
         tables=[table],
-        strips=strips,
+        groups=strips,
     )
 
 
@@ -161,7 +163,7 @@ _CAM_LAYER_WHAT = {
 }
 
 
-def _vgg_attributions(out: Path, state: dict[str, Any]) -> list[Strip]:
+def _vgg_attributions(out: Path, state: dict[str, Any]) -> list[Group]:
     vgg, photo = state["vgg_scope"], state["photo"]
     steps = 4 if state["quick"] else 16
     vgg_runs: list[tuple[str, dict[str, Any], str]] = [
@@ -175,7 +177,7 @@ def _vgg_attributions(out: Path, state: dict[str, Any]) -> list[Strip]:
             panels += attribution_panels(vgg, photo, method=method, out=out, stem=f"attr_vgg16_{method}",
                                          prefix=prefix, **options)  # fmt: skip
     text = "Untrained, so the explained class (the predicted one) is arbitrary and its probability near 1/1000."
-    return [Strip("VGG16 (random weights) · Grad-CAM and Integrated Gradients", panels, text)]
+    return [Group("VGG16 (random weights) · Grad-CAM and Integrated Gradients", panels, text)]
 
 
 def _maximisation(out: Path, state: dict[str, Any]) -> Section:
@@ -183,29 +185,29 @@ def _maximisation(out: Path, state: dict[str, Any]) -> Section:
     from convscope.optim import objectives
 
     steps = 32 if state["quick"] else 128
-    logits: list[Figure] = []
-    neurons: list[Figure] = []
-    strips: list[Strip] = []
+    logits: list[PictureRef] = []
+    neurons: list[PictureRef] = []
+    strips: list[Group] = []
     for fw in FRAMEWORKS:
         scope, name, layer = state[f"scope_{fw}"], FRAMEWORKS[fw], PRE_RELU[fw]
         vis = scope.maximize(objectives.logit(range(10)), steps=steps, seed=0)
-        logits.append(Figure(vis.save(out / f"maximize_{fw}_classes.png"),
-                             f"{name} · logit objective: logit of class k, k = 0–9 (default recipe, {steps} steps)"))  # fmt: skip
+        logits.append(saved(vis.save(out / f"maximize_{fw}_classes.png"),
+                            f"{name} · logit objective: logit of class k, k = 0–9 (default recipe, {steps} steps)"))  # fmt: skip
         vis = scope.maximize(objectives.channel(layer, range(16)), steps=steps, seed=0)
         state[f"vis_{fw}_channel"] = vis
         tiles = gallery_figures(vis, out=out, stem=f"maximize_{fw}_conv_1", model=fw,
                                 names=[f"channel {k}" for k in range(16)])  # fmt: skip
         flat = sum(bool(f.note) for f in tiles)
-        strips.append(Strip(f"{name} · channel objective: mean of channel k of {layer}, k = 0–15 (default recipe, "
+        strips.append(Group(f"{name} · channel objective: mean of channel k of {layer}, k = 0–15 (default recipe, "
                             f"{steps} steps)", tiles, _channel_text(fw, flat)))  # fmt: skip
         vis = scope.maximize(objectives.neuron(layer, range(16)), steps=steps, seed=0, recipe="plain")
-        neurons.append(Figure(vis.save(out / f"maximize_{fw}_conv_1_neuron.png"),
+        neurons.append(saved(vis.save(out / f"maximize_{fw}_conv_1_neuron.png"),
                               f"{name} · neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15 "
                               f"(plain recipe, {steps} steps)"))  # fmt: skip
-    strips.insert(0, Strip("Logit objective: the input each class 0–9 responds to most", logits))
-    strips.append(Strip("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field "
+    strips.insert(0, Group("Logit objective: the input each class 0–9 responds to most", logits))
+    strips.append(Group("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field "
                         "matters", neurons))  # fmt: skip
-    return Section("Activation maximisation", "Inputs synthesised with scope.maximize.", strips=strips)
+    return Section("Activation maximisation", "Inputs synthesised with scope.maximize.", groups=strips)
 
 
 def _channel_text(fw: str, flat: int) -> str:
@@ -234,12 +236,12 @@ def _dataset_examples(out: Path, state: dict[str, Any]) -> Section:
         for c in range(16):
             top = scan.top("conv_1", c)
             classes = ", ".join(str(int(labels[i])) for i in top.ids)
-            file = save(_example_panel(top, scan.stats("conv_1").histogram(c, size=(200, 120)),
-                                       None if vis is None else vis.image(c)), out / f"examples_{fw}_conv_1_{c}.png")  # fmt: skip
-            figures.append(Figure(file, f"{FRAMEWORKS[fw]} · conv_1 channel {c}: top 9 of {scan.count} digits by "
-                                        f"spatial max (digits {classes}, max {top.values[0]:.3g})",
-                                  kind="examples", data={"channel": str(c), "model": fw}))  # fmt: skip
-        strips.append(Strip(f"{FRAMEWORKS[fw]} · conv_1: the 9 real digits that excite each channel most", figures,
+            panel = _example_panel(top, scan.stats("conv_1").histogram(c, size=(200, 120)),
+                                   None if vis is None else vis.image(c))  # fmt: skip
+            figures.append(picture(panel, out, f"examples_{fw}_conv_1_{c}.png", f"{FRAMEWORKS[fw]} · conv_1 channel "
+                                   f"{c}: top 9 of {scan.count} digits by spatial max (digits {classes}, max "
+                                   f"{top.values[0]:.3g})", kind="examples", data={"channel": str(c), "model": fw}))  # fmt: skip
+        strips.append(Group(f"{FRAMEWORKS[fw]} · conv_1: the 9 real digits that excite each channel most", figures,
                             f"Each panel: the 9 digits (best first), their {rf.size[0]}×{rf.size[1]} px "
                             "receptive-field patches at the strongest unit, the channel's value histogram over "
                             "every position of every digit" + (", and its feature visualisation." if vis else ".")))  # fmt: skip
@@ -248,7 +250,7 @@ def _dataset_examples(out: Path, state: dict[str, Any]) -> Section:
         f"scope.scan over all {len(digits)} scikit-learn digits (28×28, the training preprocessing), one forward "
         "pass per batch for both models: exact per-channel top-k by spatial max, with mergeable statistics "
         f"({time.perf_counter() - start:.1f} s for both).",
-        strips=strips,
+        groups=strips,
     )
 
 
@@ -279,14 +281,29 @@ def _example_panel(top: Any, histogram: Any, vis: Any) -> Any:
     return canvas
 
 
-def _reports(out: Path, state: dict[str, Any]) -> Section:
-    from convscope.demo.reports import REPORT_IMAGES, write_reports
+def _torch_report(out: Path, state: dict[str, Any]) -> Section:
+    from convscope.demo.reports import REPORT_IMAGES, report_link, write_report
 
-    scopes = {fw: state[f"scope_{fw}"] for fw in FRAMEWORKS}
-    scans = {fw: state[f"scan_{fw}"] for fw in FRAMEWORKS if f"scan_{fw}" in state}
-    state["links"] = write_reports(out, scopes, state["split"].x_test, scans, FRAMEWORKS)
-    return Section("Full reports", f"cs.report of each model on {REPORT_IMAGES} test digits (linked at the top), "
-                   "the same self-contained report `convscope report` writes for any model.", links=state["links"])  # fmt: skip
+    start = time.perf_counter()
+    written = write_report(state["scope_torch"], state["split"].x_test, state.get("scan_torch"),
+                           out / "report_torch.html", title=f"convscope report · {FRAMEWORKS['torch']} digit CNN")  # fmt: skip
+    state["links"] = [report_link(written, FRAMEWORKS["torch"], seconds=time.perf_counter() - start)]
+    return Section("PyTorch report", f"This page is cs.report of the Keras model on {REPORT_IMAGES} test digits "
+                   "(its layers and Grad-CAM follow these sections); the same report of the PyTorch model is "
+                   "its own page — what `convscope report` writes for any model.", links=state["links"])  # fmt: skip
+
+
+def _page(out: Path, state: dict[str, Any]) -> None:
+    """``index.html``: the report of the Keras model with every earlier step's section added."""
+    from convscope.demo.reports import REPORT_IMAGES, write_report
+
+    intro = (f"What the same digit CNN, built in Keras 3 and in PyTorch, sees: made with convscope. This page is "
+             f"the HTML report (cs.report) of the Keras model on {REPORT_IMAGES} test digits — their predictions "
+             "and the model summary first, every layer under Layers, Grad-CAM under Attribution — with the demo's "
+             "own sections in between.")  # fmt: skip
+    write_report(state["scope_keras"], state["split"].x_test, state.get("scan_keras"), out / "index.html",
+                 title="convscope demo · one digit CNN in Keras 3 and PyTorch", intro=intro,
+                 links=state.get("links", []), sections=state["sections"])  # fmt: skip
 
 
 #: conv_1 before its ReLU in both models: PyTorch's Conv2d output, Keras' fused activation's input.
@@ -302,7 +319,8 @@ STEPS: list[tuple[str, Step]] = [
     ("activation maximisation", _maximisation),
     ("dataset examples", _dataset_examples),
     ("attribution", _attributions),
-    ("reports", _reports),
+    ("PyTorch report", _torch_report),
+    ("page", _page),
 ]
 
 
@@ -311,24 +329,26 @@ def run_demo(
     *,
     quick: bool = False,
     cache_dir: Path | None = None,
-    steps: list[tuple[str, Step]] | None = None,
+    steps: Sequence[tuple[str, Step]] | None = None,
 ) -> Path:
-    """Run every demo step, writing PNGs, summaries and ``index.html`` into ``out``; returns the page.
+    """Run every demo step, writing PNGs, summaries, ``report_torch.html`` and ``index.html`` into ``out``;
+    returns the page's path.
 
     ``quick=True`` uses a smaller RGB example and fewer optimisation steps; ``cache_dir`` reuses
-    trained weights found there (default ``None``: train).
+    trained weights found there (default ``None``: train); ``steps`` (default :data:`STEPS`, whose last
+    step writes the page) replaces the steps, each collecting its section in ``state["sections"]``.
     """
     out.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {"quick": quick, "cache_dir": cache_dir}
-    sections = []
+    state: dict[str, Any] = {"quick": quick, "cache_dir": cache_dir, "sections": []}
     todo = steps if steps is not None else STEPS
     for step in _progress(todo):
-        sections.append(step(out, state))
-    intro = "What the same digit CNN, built in Keras 3 and in PyTorch, sees: made with convscope."
-    return write_page(out / "index.html", "convscope demo", intro, sections, links=state.get("links", []))
+        section = step(out, state)
+        if section is not None:
+            state["sections"].append(section)
+    return out / "index.html"
 
 
-def _progress(todo: list[tuple[str, Step]]) -> Iterator[Step]:
+def _progress(todo: Sequence[tuple[str, Step]]) -> Iterator[Step]:
     """The steps, with a redrawn bar on a terminal, else one line per finished step on stderr (a log stays
     readable: ``convscope demo: 3/9 feature maps (2.1 s)``)."""
     if sys.stderr.isatty():

@@ -48,7 +48,8 @@ class Written:
 
 
 def minimum_width(key: str) -> int:
-    """Display width floor by picture kind: channel tiles 96 px, inputs and attribution maps 192, the rest 480."""
+    """Display width floor by picture kind: channel tiles 96 px, inputs and attribution maps 192, the rest 480
+    (pictures of the caller's own sections are shown at their own size)."""
     if "/channel/" in key:
         return 96
     if key.startswith(("image/", "attribution/")):
@@ -61,18 +62,23 @@ def _shown(width: int, minimum: int) -> int:
 
 
 def encode(page: Page, out: Path, inline_bytes: int) -> tuple[dict[str, Source], Path | None, int]:
-    """Render every picture once; data URIs first, then files under ``<stem>_assets/``."""
+    """Render every picture once (pictures sharing a key are one picture); data URIs first, then files under
+    ``<stem>_assets/``."""
     from convscope.render.grid import to_png_bytes
 
     assets = out.with_name(out.stem + "_assets")
     if assets.exists():
         shutil.rmtree(assets)
     sources: dict[str, Source] = {}
+    own = {p.key for s in page.sections for p in s.all_pictures()}  # drawn for the page: their own size
     spent = written = 0
     for n, pic in enumerate(page.pictures()):
+        if pic.key in sources:  # one key, one picture (e.g. a channel's dataset examples under two images)
+            continue
         img = pic.image()
         png = to_png_bytes(img, compress_level=6)
-        shown = 0 if "/channel/" in pic.key else _shown(img.width, minimum_width(pic.key))  # tiles: the grid sizes them
+        natural = "/channel/" in pic.key or pic.key in own  # tiles: the grid sizes them
+        shown = 0 if natural else _shown(img.width, minimum_width(pic.key))
         size = 4 * ((len(png) + 2) // 3) + 22
         if spent + size <= inline_bytes:
             spent += size

@@ -21,6 +21,8 @@ app can build the page cheaply and draw only what is asked for. Layout of the mo
                layers), notice (dead/flat layer, in the library's words), dataset (scan examples)
       attributions: [AttributionView(image_index, method, target, pictures input | map | overlay,
                      deletion_auc, insertion_auc, sanity)]
+      intro, links, sections: the caller's own text, links and titled sections
+               (:mod:`convscope.reporting.sections`), shown after the header and listed in the navigation
 
 Example::
 
@@ -33,32 +35,64 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from convscope.errors import LayerNotFoundError, OptionError
 
+if TYPE_CHECKING:
+    from convscope.reporting.sections import Link, Section
+
 TOP = 16
 """Channels shown per layer and image (best mean activation first)."""
+
+
+_ATTR = re.compile(r"[a-z][a-z0-9-]*")
+_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_-]*( [A-Za-z][A-Za-z0-9_-]*)*")
 
 
 @dataclass
 class PictureRef:
     """One picture of the page: ``key`` (unique, stable: ``"layer/conv_1/image/0/mosaic"``), ``caption``
     (states normalisation and value range), ``alt`` (facts: ``"conv_1 channel 41, rank 3 of 64, mean 0.82"``)
-    and ``render`` (a no-argument callable giving the PIL image; :meth:`image` calls it once and caches)."""
+    and ``render`` (a no-argument callable giving the PIL image; :meth:`image` calls it once and caches).
+
+    Optional, for pictures of the caller's own sections: ``note`` (a second line under the caption, e.g.
+    why a map is empty; default none), ``kind`` (CSS classes of its ``<figure>``, e.g. ``"attribution"``),
+    ``data`` (facts as ``data-*`` attributes of the ``<figure>``: lower-case names) and ``file`` (a
+    full-size copy beside the page, linked as "png" under the picture; default none)."""
 
     key: str
     caption: str
     alt: str
     render: Callable[[], Image.Image] = field(repr=False)
     _cached: Image.Image | None = field(default=None, repr=False)
+    note: str = ""
+    kind: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind and not _CLASS.fullmatch(self.kind):
+            raise OptionError(f"picture {self.key!r}: kind={self.kind!r} is not a list of CSS class names; pass "
+                              "e.g. kind='attribution'")  # fmt: skip
+        for name in self.data:
+            if not _ATTR.fullmatch(name):
+                raise OptionError(f"picture {self.key!r}: data key {name!r} is not a data-* attribute name; use "
+                                  "lower-case letters, digits and '-', e.g. 'target'")  # fmt: skip
+
+    @classmethod
+    def of(cls, key: str, image: Image.Image, caption: str, *, alt: str | None = None, **extra: Any) -> PictureRef:
+        """A picture of an image already drawn; ``alt`` defaults to ``caption``; ``extra``: ``note``,
+        ``kind``, ``data``, ``file``. Example: ``PictureRef.of("section/loss", img, "loss per epoch")``."""
+        return cls(key, caption, caption if alt is None else alt, lambda: image, image, **extra)
 
     def image(self) -> Image.Image:
         if self._cached is None:
@@ -188,6 +222,12 @@ class Page:
     layers: list[LayerSection]
     attributions: list[AttributionView]
     notes: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    """The caller's own titled sections, shown after the header (see :mod:`convscope.reporting.sections`)."""
+    intro: str = ""
+    """A paragraph under the title (default none)."""
+    links: list[Link] = field(default_factory=list)
+    """Files beside the page, listed under the intro (default none)."""
 
     def layer(self, name: str) -> LayerSection:
         for section in self.layers:
@@ -196,8 +236,10 @@ class Page:
         raise LayerNotFoundError(f"no layer {name!r} on this page; layers: {', '.join(s.info.name for s in self.layers)}")
 
     def pictures(self) -> list[PictureRef]:
-        """Every picture in page order (header, layers, attributions)."""
+        """Every picture in page order (header, sections, layers, attributions)."""
         out = [v.picture for v in self.images]
+        for section in self.sections:
+            out += section.all_pictures()
         for s in self.layers:
             out += [p for p in (s.kernels, s.features) if p is not None]
             for v in s.views:
@@ -248,6 +290,10 @@ def build_page(
     metric_steps: int = 20,
     maximize_steps: int = 128,
     title: str | None = None,
+    intro: str = "",
+    links: Sequence[Link] = (),
+    sections: Sequence[Section] = (),
+    progress: Any = False,
 ) -> Page:
     """Build the :class:`Page` for ``scope`` and ``inputs`` (one image or a list).
 
@@ -256,9 +302,17 @@ def build_page(
     ``None``: each image's top-1 class); ``maximize`` adds feature visualisations of each layer's top
     channels for the first image (``maximize_steps`` steps); ``scan`` a :class:`convscope.Scan` for
     dataset examples; ``labels`` class names (list or file); ``sanity`` runs ``Scope.sanity_check`` per
-    method; ``metric_steps`` the deletion/insertion steps (default 20).
+    method; ``metric_steps`` the deletion/insertion steps (default 20); ``title`` (default
+    ``"convscope report · <model name>"``); ``intro`` a paragraph under it and ``links`` files beside the
+    page listed there (default none); ``sections`` the caller's own titled sections (default none);
+    ``progress`` (default ``False``; ``True``: a bar on a terminal, else a line per job on stderr, or a
+    :class:`~convscope.reporting.progress.Steps`).
     """
+    from convscope.reporting.progress import Steps
+    from convscope.reporting.sections import with_anchors
     from convscope.reporting.views import attribution_views, image_views, layer_sections
+
+    steps = progress if isinstance(progress, Steps) else Steps(progress)
 
     items = as_list(inputs)
     names = image_names(items)
@@ -267,10 +321,13 @@ def build_page(
     pre = {k: ("default" if v is None else str(getattr(v, "value", v))) for k, v in scope.preprocessing().items()}
     pre |= {"layout": scope.layout.value, "input size": "×".join(map(str, spec.size)) if spec.size else "as given",
             "channels": str(spec.channels) if spec.channels else "as given"}  # fmt: skip
-    images = image_views(scope, items, names, labels)
-    sections = layer_sections(scope, items, summary, layers=layers, maximize=maximize, scan=scan,
-                              maximize_steps=maximize_steps)  # fmt: skip
+    steps.add(1 + len(methods) * len(targets or [None]))
+    with steps.job(f"forward pass of {len(items)} image(s)"):
+        images = image_views(scope, items, names, labels)
+        layer_views = layer_sections(scope, items, summary, layers=layers, maximize=maximize, scan=scan,
+                                     maximize_steps=maximize_steps, steps=steps)  # fmt: skip
     attributions = attribution_views(scope, items, images, methods=methods, targets=targets, sanity=sanity,
-                                     steps=metric_steps)  # fmt: skip
+                                     steps=metric_steps, progress=steps)  # fmt: skip
     return Page(title or f"convscope report · {summary.model_name}", summary.model_name, scope.framework, summary,
-                pre, versions(), images, sections, attributions)  # fmt: skip
+                pre, versions(), images, layer_views, attributions, sections=with_anchors(sections), intro=intro,
+                links=list(links))  # fmt: skip

@@ -43,6 +43,22 @@ details.all>summary{cursor:pointer;color:var(--accent);margin:6px 0}
 .row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .row figure{margin:0;max-width:260px}
 .facts{font-size:13px}
+p.intro{font-size:15px;max-width:900px;margin:6px 0}
+ul.links{background:#eef5ff;border:1px solid #bcd;border-radius:6px;padding:8px 12px 8px 28px;max-width:900px}
+ul.links li{margin:2px 0}
+section.extra>p,section.extra .group>p{max-width:900px}
+section.extra h3{font-size:15px;margin:18px 0 6px}
+section.extra pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:8px 10px;
+ overflow-x:auto;font-size:12px;line-height:1.3}
+.pics{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:flex-start}
+.pics figure{margin:0;max-width:100%}
+.pics figcaption{max-width:520px}
+figure.attribution{width:min-content}
+figure.tile{width:150px}
+figure.attribution img,figure.tile img{max-width:none}
+figure.attribution figcaption,figure.tile figcaption{font-size:11px;line-height:1.3}
+figcaption a.file{font-size:11px}
+figcaption .note{display:block;color:#b42318;margin-top:2px}
 """
 
 JS = """
@@ -93,12 +109,19 @@ PAGE = """<!doctype html>
 <img src="{{ s.src }}" width="{{ s.width }}" height="{{ s.height }}" alt="{{ p.alt }}" title="{{ p.alt }}"{% if cls %} class="{{ cls }}"{% endif %}{% if s.lazy %} loading="lazy"{% endif %} decoding="async"{% if s.shown %} style="width:{{ s.shown }}px"{% endif %}>
 {%- endmacro %}
 {% macro figure(p, cls="") -%}
-<figure>{{ pic(p, cls) }}<figcaption>{{ p.caption }}</figcaption></figure>
+<figure{% if p.kind %} class="{{ p.kind }}"{% endif %}{% for k, v in p.data.items() %} data-{{ k }}="{{ v }}"{% endfor %}>{{ pic(p, cls) }}<figcaption>{{ p.caption }}
+{%- if p.file %} <a class="file" href="{{ p.file }}">png</a>{% endif %}
+{%- if p.note %}<span class="note" role="note">{{ p.note }}</span>{% endif %}</figcaption></figure>
+{%- endmacro %}
+{% macro links(items) -%}
+<ul class="links">{% for k in items %}<li><a class="link" href="{{ k.href }}">{{ k.text }}</a>{% if k.detail %} — {{ k.detail }}{% endif %}</li>{% endfor %}</ul>
 {%- endmacro %}
 <body data-image="0">
 <nav class="side" aria-label="layers">
   <strong>{{ page.model_name }}</strong>
   <a href="#overview">Overview</a>
+  {% for x in page.sections %}<a href="#{{ x.anchor }}">{{ x.title }}</a>
+  {% endfor %}
   {% if page.images|length > 1 %}
   <h2>Image</h2>
   <div class="switch" role="group" aria-label="image">
@@ -113,6 +136,8 @@ PAGE = """<!doctype html>
 <main>
 <header id="overview">
   <h1>{{ page.title }}</h1>
+  {% if page.intro %}<p class="intro">{{ page.intro }}</p>{% endif %}
+  {% if page.links %}{{ links(page.links) }}{% endif %}
   <p class="muted">{{ page.model_name }} · {{ page.framework }} · {{ page.layers|length }} layers shown · {{ page.images|length }} image(s) · made with convscope {{ page.versions.convscope }}</p>
   <div class="cards">
   {% for im in page.images %}
@@ -138,6 +163,23 @@ PAGE = """<!doctype html>
   {% for r in page.summary.rows %}<tr><td>{{ r.name }}</td><td>{{ r.type }}</td><td>{{ shape(r.output_shape) }}</td><td class="num">{{ "{:,}".format(r.params) }}</td></tr>
   {% endfor %}</table></details>
 </header>
+
+{% for x in page.sections %}
+<section class="extra" id="{{ x.anchor }}">
+<h2>{{ x.title }}</h2>
+{% if x.text %}<p>{{ x.text }}</p>{% endif %}
+{% for t in x.pre %}<pre>{{ t }}</pre>{% endfor %}
+{% for t in x.tables %}<table>{% if t.caption %}<caption>{{ t.caption }}</caption>{% endif %}
+<tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% endfor %}
+{% if x.links %}{{ links(x.links) }}{% endif %}
+{% if x.pictures %}<div class="pics">{% for p in x.pictures %}{{ figure(p) }}{% endfor %}</div>{% endif %}
+{% for g in x.groups %}<div class="group"><h3>{{ g.title }}</h3>{% if g.text %}<p>{{ g.text }}</p>{% endif %}
+<div class="pics">{% for p in g.pictures %}{{ figure(p) }}{% endfor %}</div></div>
+{% endfor %}
+</section>
+{% endfor %}
 
 <h2>Layers <button type="button" id="toggle-all">open / close all</button></h2>
 {% for s in page.layers %}

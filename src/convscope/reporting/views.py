@@ -103,8 +103,8 @@ def default_layers(scope: Any) -> list[str]:
     seen: set[int] = set()
     out = []
     for h in scope.adapter.handles:
-        kernel = scope.adapter.weights(h).get("kernel") if h.is_leaf else None
-        if kernel is not None and kernel.ndim in (2, 4) and id(h.module) not in seen:
+        shape = scope.adapter.kernel_shape(h) if h.is_leaf else None
+        if shape is not None and len(shape) in (2, 4) and id(h.module) not in seen:
             seen.add(id(h.module))
             out.append(scope.index.display_name(h))
     if not out:
@@ -121,7 +121,11 @@ def shape_text(shape: Any) -> str:
 
 
 def layer_sections(scope: Any, items: list[Any], summary: Any, *, layers: Any, maximize: bool, scan: Any,
-                   maximize_steps: int) -> list[LayerSection]:  # fmt: skip
+                   maximize_steps: int, steps: Any = None) -> list[LayerSection]:  # fmt: skip
+    """One section per layer from ONE forward pass; with ``maximize``, each layer's feature visualisations
+    are a job of ``steps`` (a :class:`~convscope.reporting.progress.Steps`, default none)."""
+    from contextlib import nullcontext
+
     query = default_layers(scope) if layers is None else layers
     acts = scope.activations(items, layers=query)  # ONE forward pass for every image and layer
     rows = {r.name: r for r in summary.rows}
@@ -132,7 +136,12 @@ def layer_sections(scope: Any, items: list[Any], summary: Any, *, layers: Any, m
         info = LayerInfo(name, row.type if row else "?", shape_text(row.output_shape) if row else shape_text(fm.shape),
                          row.params if row else 0, fm.num_channels, kind, anchor(name))  # fmt: skip
         views = [layer_view(fm, i, scan) for i in range(len(items))]
-        features = _features(scope, name, views[0], maximize_steps) if maximize and kind == "spatial" else None
+        features = None
+        if maximize and kind == "spatial":
+            if steps is not None:
+                steps.add(1)
+            with nullcontext() if steps is None else steps.job(f"feature visualisations of {name}"):
+                features = _features(scope, name, views[0], maximize_steps)
         sections.append(LayerSection(info, _kernels(scope, name), features, views))
     return sections
 
@@ -265,15 +274,22 @@ def _dataset(scan: Any, name: str, stats: Sequence[ChannelStat]) -> list[Dataset
 
 # -- attribution ------------------------------------------------------------------------------------------
 def attribution_views(scope: Any, items: list[Any], images: list[ImageView], *, methods: Sequence[str],
-                      targets: Sequence[int] | None, sanity: bool, steps: int) -> list[AttributionView]:  # fmt: skip
+                      targets: Sequence[int] | None, sanity: bool, steps: int,
+                      progress: Any = None) -> list[AttributionView]:  # fmt: skip
+    """Each method × target on every image, with deletion/insertion AUC (``steps`` steps) and, with
+    ``sanity``, the sanity-check verdict; each is a job of ``progress`` (a ``Steps``, default none)."""
+    from contextlib import nullcontext
+
     from convscope.attribution import metrics
 
     out = []
     for method in methods:
         for target in (targets if targets else [None]):
-            att = scope.attribute(items, method=method, target=target)
-            dele = metrics.deletion(scope, att, steps=steps).auc
-            ins = metrics.insertion(scope, att, steps=steps).auc
+            what = f"{method}" + ("" if target is None else f" for class {target}") + " with deletion/insertion"
+            with nullcontext() if progress is None else progress.job(what):
+                att = scope.attribute(items, method=method, target=target)
+                dele = metrics.deletion(scope, att, steps=steps).auc
+                ins = metrics.insertion(scope, att, steps=steps).auc
             verdicts: list[str | None] = [None] * len(items)
             if sanity:
                 try:
