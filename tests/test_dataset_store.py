@@ -371,6 +371,7 @@ def test_cli_scan_and_top_end_to_end(keras: Any, folder: Path, tmp_path: Path,
 
 
 if __name__ == "__main__":  # the subprocess the SIGKILL test kills midway
+    torch.set_num_threads(1)  # as in the test process (conftest): conv kernels are picked by thread count
     scope_of().scan(
         Path(sys.argv[1]), k=3, store=Path(sys.argv[2]), shard_size=2, batch_size=1, progress=False
     )
