@@ -310,6 +310,8 @@ def test_cli_quiets_tensorflow_logs(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     import os
 
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     assert run(["summry", "x"]) == 2
     capsys.readouterr()
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2"
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0"  # its notice is printed before the log level is read

@@ -490,6 +490,9 @@ def test_progress_callable_gets_every_step_up_to_total(scope: Any, capsys: Any) 
     assert capsys.readouterr().err == ""
     with pytest.raises(OptionError, match="callable f\\(step, total\\)"):
         scope.maximize(O.channel("c1", 0), steps=2, progress="yes")
+    for wrong in (lambda: None, lambda step: None):  # refused before the first step, not a TypeError in it
+        with pytest.raises(OptionError, match="cannot be called as progress\\(step, total\\)"):
+            scope.maximize(O.channel("c1", 0), steps=2, progress=wrong)
 
 
 def test_cli_parses_and_writes(scope: Any, tmp_path: Any, capsys: Any) -> None:

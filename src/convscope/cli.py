@@ -431,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     force_torch_backend()  # before anything imports keras
     _NOTED.clear()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keras' save/load may import TensorFlow: no C++ logs
+    # nor its oneDNN notice (printed before TF reads the level); TensorFlow computes nothing here: the engine is torch
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     parser, runners = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,16 @@ MIN_STEPS = 100  # progress=None draws a bar from this many steps on
 
 def check_progress(progress: object) -> Progress:
     """``progress`` itself if it is ``None``, a bool or a callable; else an :class:`OptionError`."""
-    if progress is None or isinstance(progress, bool) or callable(progress):
+    if progress is None or isinstance(progress, bool):
+        return progress
+    if callable(progress):
+        try:
+            inspect.signature(progress).bind(1, 1)
+        except TypeError:
+            raise OptionError(f"progress={progress!r} cannot be called as progress(step, total); pass a callable "
+                              "of two arguments, e.g. lambda step, total: print(step, total)") from None  # fmt: skip
+        except ValueError:  # no signature to read (some builtins): trust it
+            pass
         return progress  # type: ignore[return-value]
     raise OptionError(f"progress={progress!r} is not allowed; pass True (a bar), False (silent), None (a bar "
                       "for runs of 100 steps or more) or a callable f(step, total)")  # fmt: skip
