@@ -374,3 +374,167 @@ def test_progress_is_one_line_per_job_off_a_terminal(tmp_path: Path, digit_scope
     assert "report:" not in capsys.readouterr().err
     with pytest.raises(cs.OptionError, match="progress='yes' is not allowed"):
         cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "r.html", progress="yes")  # type: ignore[arg-type]
+
+
+# -- wrong arguments: refused up front, naming what to pass ----------------------------------------------------
+class _NoModelWork:
+    """Has the Scope API; any call means the report started model work before checking its arguments."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("summary", "activations", "attribute", "input_spec", "preprocessing", "predict"):
+            def fail(*args: Any, **kwargs: Any) -> Any:
+                raise AssertionError(f"scope.{name} called before the arguments were checked")
+            return fail
+        raise AttributeError(name)
+
+
+def _wrong_arguments() -> list[Any]:
+    from convscope.reporting import Group, Link, PictureRef, Section, Table
+
+    pil = Image.new("RGB", (4, 4))
+    pic = PictureRef.of("section/a", pil, "a")
+    other = PictureRef.of("section/a", pil, "another picture, same key")
+    return [
+        pytest.param({"sections": "Notes"}, r"sections='Notes' \(a str\).*cs\.reporting\.Section", id="sections-str"),
+        pytest.param({"sections": [{"title": "x"}]}, r"sections\[0\]=.*dict.*cs\.reporting\.Section", id="sections-dict"),
+        pytest.param({"sections": [("A", "b")]}, r"sections\[0\]=.*tuple.*cs\.reporting\.Section", id="sections-tuple"),
+        pytest.param({"sections": 3}, r"sections=3 \(a int\).*cs\.reporting\.Section", id="sections-int"),
+        pytest.param({"links": ["notes.txt"]}, r"links\[0\]='notes\.txt'.*cs\.reporting\.Link", id="links-str-list"),
+        pytest.param({"links": "notes.txt"}, r"links='notes\.txt'.*cs\.reporting\.Link", id="links-str"),
+        pytest.param({"sections": [Section("A", pictures=[pic]), Section("B", groups=[Group("g", [other])])]},
+                     r"two different pictures have the key 'section/a'.*'A'.*'B'", id="duplicate-key"),  # fmt: skip
+        pytest.param({"sections": [Section("A", pictures=[PictureRef.of("image/0", pil, "x")])]},
+                     r"picture key 'image/0' is the report's own", id="built-in-key"),  # fmt: skip
+        pytest.param({"maximize_steps": 0}, r"maximize_steps=0 is not allowed; pass an int >= 1", id="maximize-steps"),
+        pytest.param({"metric_steps": -1}, r"metric_steps=-1 is not allowed", id="metric-steps"),
+        pytest.param({"title": 5}, r"title=5 \(a int\) is not allowed; pass a str or None", id="title"),
+        pytest.param({"intro": ["x"]}, r"intro=.* is not allowed; pass a str", id="intro"),
+        pytest.param({"targets": "3"}, r"targets='3'.*list of class indices", id="targets"),
+        pytest.param({"progress": "yes"}, r"progress='yes' is not allowed", id="progress"),
+        pytest.param({"out": "b.png"}, r"out='b\.png' is not allowed.*\.html or \.htm", id="out-suffix"),
+        pytest.param({"out": 3}, r"out=3 \(a int\) is not allowed", id="out-type"),
+        pytest.param({"sections": [Section("A", links=[Link("a.txt", "a")])], "links": [Table(["a"], [])]},
+                     r"links\[0\]=Table.*cs\.reporting\.Link", id="links-table"),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), _wrong_arguments())
+def test_wrong_report_arguments_are_refused_up_front(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    kwargs = {"out": tmp_path / "r.html", **kwargs}
+    with pytest.raises(cs.OptionError, match=message):
+        cs.report(_NoModelWork(), Image.new("L", (28, 28)), **kwargs)
+
+
+def test_out_directory_is_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(cs.OptionError, match=r"is a directory; pass the path of an \.html file"):
+        cs.report(_NoModelWork(), Image.new("L", (28, 28)), out=tmp_path)
+
+
+def test_bare_model_needs_a_scope(tmp_path: Path) -> None:
+    with pytest.raises(cs.OptionError, match=r"is not a convscope Scope .*pass cs\.Scope\(model\)"):
+        cs.report(torch_digits_model(seed=0), Image.new("L", (28, 28)), out=tmp_path / "m.html")
+
+
+def _wrong_parts() -> list[Any]:
+    from convscope.reporting import Group, Link, PictureRef, Section, Table
+
+    pil = Image.new("RGB", (4, 4))
+    pic = PictureRef.of("section/p", pil, "p")
+    return [
+        pytest.param(lambda: Section(3), r"Section\(title=3 \(a int\)\).*non-empty str", id="title-int"),  # type: ignore[arg-type]
+        pytest.param(lambda: Section(""), r"Section\(title=''.*non-empty str", id="title-empty"),
+        pytest.param(lambda: Section("A", ["x", "y"]), r"Section\('A'\): text=.*list.*pass a str.*pre=", id="text-list"),  # type: ignore[arg-type]
+        pytest.param(lambda: Section("A", pre=[3]), r"Section\('A'\): pre holds 3", id="pre-int"),  # type: ignore[list-item]
+        pytest.param(lambda: Section("A", tables=[[["a"]]]), r"tables\[0\]=.*list.*cs\.reporting\.Table", id="tables-nested"),  # type: ignore[list-item]
+        pytest.param(lambda: Section("A", tables="t"), r"tables='t'.*list of cs\.reporting\.Table", id="tables-str"),  # type: ignore[arg-type]
+        pytest.param(lambda: Section("A", pictures=[pil]), r"pictures\[0\]=.*Image.*cs\.reporting\.PictureRef", id="pictures-pil"),  # type: ignore[list-item]
+        pytest.param(lambda: Section("A", links=["notes.txt"]), r"links\[0\]='notes\.txt'.*cs\.reporting\.Link", id="links-str"),  # type: ignore[list-item]
+        pytest.param(lambda: Section("A", groups=[pil]), r"groups\[0\]=.*cs\.reporting\.Group", id="groups-pil"),  # type: ignore[list-item]
+        pytest.param(lambda: Group("g", [pil]), r"Group\('g'\): pictures\[0\]=.*cs\.reporting\.PictureRef", id="group-pil"),  # type: ignore[list-item]
+        pytest.param(lambda: Table(["a", "b"], [["1"]]), r"rows\[0\] has 1 cells but the header has 2", id="ragged"),
+        pytest.param(lambda: Table(["a"], [[object()]]), r"rows\[0\]\[0\]=.*must be a str", id="cell-object"),
+        pytest.param(lambda: Link("", "x"), r"Link: href='' .*non-empty str", id="link-empty"),
+        pytest.param(lambda: PictureRef.of("k", pil, "c", notes="x"), r"unknown keyword 'notes'; allowed: alt, note, kind, data, file",
+                     id="of-keyword"),  # fmt: skip
+        pytest.param(lambda: PictureRef.of("k", [1, 2], "c"), r"image=\[1, 2\] \(a list\) is not allowed; pass a PIL\.Image",
+                     id="of-list"),  # fmt: skip
+        pytest.param(lambda: PictureRef.of("k", __import__("numpy").zeros((4, 4)), "c"), r"float64 array is not allowed; pass a uint8",
+                     id="of-float-array"),  # fmt: skip
+        pytest.param(lambda: PictureRef.of("k", __import__("numpy").zeros((3, 4, 5), "uint8"), "c"),
+                     r"shape \(3, 4, 5\) is not allowed", id="of-channels-first"),  # fmt: skip
+        pytest.param(lambda: Section("A", pictures=[pic], anchor=5), r"anchor=5", id="anchor"),  # type: ignore[arg-type]
+    ]
+
+
+@pytest.mark.parametrize(("make", "message"), _wrong_parts())
+def test_wrong_section_parts_are_refused(make: Any, message: str) -> None:
+    with pytest.raises(cs.OptionError, match=message):
+        make()
+
+
+def test_section_parts_changed_later_are_checked_by_the_report(tmp_path: Path) -> None:
+    from convscope.reporting import Section
+
+    s = Section("A")
+    s.pictures.append(Image.new("L", (2, 2)))  # type: ignore[arg-type]
+    with pytest.raises(cs.OptionError, match=r"Section\('A'\): pictures\[0\]=.*cs\.reporting\.PictureRef"):
+        cs.report(_NoModelWork(), Image.new("L", (28, 28)), out=tmp_path / "r.html", sections=[s])
+
+
+def test_friendly_forms_are_accepted() -> None:
+    import numpy as np
+
+    from convscope.reporting import Link, PictureRef, Section, Table
+    from convscope.reporting.sections import check_links, check_sections
+
+    pil = Image.new("RGB", (4, 4))
+    pic = PictureRef.of("section/p", pil, "p")
+    s = Section("A", pre="one block", tables=Table(("a", "b"), [("x", 1)]), pictures=pic)  # type: ignore[arg-type]
+    assert s.pre == ["one block"] and s.tables[0].rows == [["x", "1"]] and s.pictures == [pic]
+    assert check_sections(s) == [s] and check_sections(None) == [] and check_links(None) == []
+    assert check_links(Link("a.txt", "a")) == [Link("a.txt", "a")]
+    assert check_sections([Section("A", pictures=[pic]), Section("B", pictures=[pic])])  # the same object twice
+    for array, mode in ((np.zeros((4, 5), np.uint8), "L"), (np.zeros((4, 5, 1), np.uint8), "L"),
+                        (np.zeros((4, 5, 3), np.uint8), "RGB"), (np.zeros((4, 5, 4), np.uint8), "RGBA")):  # fmt: skip
+        img = PictureRef.of("section/arr", array, "c").image()
+        assert img.mode == mode and img.size == (5, 4)
+
+
+def test_picture_from_a_path(tmp_path: Path) -> None:
+    from convscope.reporting import PictureRef
+
+    Image.new("RGB", (6, 3), "red").save(tmp_path / "red.png")
+    assert PictureRef.of("section/red", tmp_path / "red.png", "red").image().size == (6, 3)
+    assert PictureRef.of("section/red", str(tmp_path / "red.png"), "red").image().size == (6, 3)
+    (tmp_path / "notes.txt").write_text("not an image", encoding="utf-8")
+    with pytest.raises(cs.InputError, match=r"not an image file PIL can read"):
+        PictureRef.of("section/n", tmp_path / "notes.txt", "n")
+    with pytest.raises(cs.InputError, match=r"no such image file"):
+        PictureRef.of("section/m", tmp_path / "missing.png", "m")
+
+
+def test_progress_none_is_the_default(tmp_path: Path, digit_scope: cs.Scope, capsys: pytest.CaptureFixture[str]) -> None:
+    cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "n.html", layers=["conv_0"], methods=(),
+              progress=None)  # fmt: skip
+    assert "report: forward pass" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_output_and_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from convscope.cli import main
+
+    digit = str(cs.sample_image("digit"))
+    base = ["report", "convscope.demo.models:torch_digits_model", digit, "--input-shape", "1,28,28", "--layers", "conv_0"]
+    def errors() -> list[str]:
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("convscope: error:")]
+
+    assert main([*base, "-o", str(tmp_path)]) == 2
+    err = errors()
+    assert len(err) == 1 and "-o " in err[0] and "is a directory" in err[0], err
+    assert main([*base, "-o", str(tmp_path / "b.png")]) == 2
+    err = errors()
+    assert len(err) == 1 and "-o " in err[0] and ".html or .htm" in err[0], err
+    assert main([*base, "-o", str(tmp_path / "t.html"), "--targets", "9", "--no-progress"]) == 0
+    assert "report:" not in capsys.readouterr().err  # --no-progress: silent
+    assert main([*base, "-o", str(tmp_path / "t.html"), "--targets", "10", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--targets 10" in err and "--target " not in err, err

@@ -47,9 +47,9 @@ def report(
     inline_bytes: int = INLINE_BYTES,
     title: str | None = None,
     intro: str = "",
-    links: Sequence[Link] = (),
-    sections: Sequence[Section] = (),
-    progress: bool = True,
+    links: Sequence[Link] | None = (),
+    sections: Sequence[Section] | Section | None = (),
+    progress: bool | None = True,
 ) -> Written:
     """Write one HTML report of ``scope`` on ``inputs`` (an image or a list) to ``out``; returns :class:`Written`
     (``.path``, ``.assets``, ``.total_bytes``).
@@ -64,17 +64,26 @@ def report(
     ``title=None`` (``"convscope report · <model name>"``); ``intro=""`` (a paragraph under the title);
     ``links=()`` (:class:`Link` objects: files beside the page, listed under the intro); ``sections=()``
     (your own :class:`Section` objects — text, preformatted blocks, tables, links, pictures with notes — shown
-    after the header in the report's style and listed in its navigation); ``progress=True`` (on stderr: a
-    bar on a terminal, else one line per job — forward pass, feature visualisations, each attribution
-    method, drawing the pictures; ``False``: silent).
+    after the header in the report's style and listed in its navigation; one Section alone is a one-item
+    list, ``None`` none); ``progress=True`` (or ``None``; on stderr: a bar on a terminal, else one line per
+    job — forward pass, feature visualisations, each attribution method, drawing the pictures; ``False``:
+    silent).
+
+    Every argument is checked before any model work (an :class:`~convscope.errors.OptionError` saying what
+    to pass): ``scope`` must be a :class:`convscope.Scope` (not a bare model), ``out`` an ``.html``/``.htm``
+    file (not a directory), ``sections``/``links`` :class:`Section`/:class:`Link` objects whose picture keys
+    are unique.
 
     The page makes no network request and opens from ``file://``.
 
     Example: ``cs.report(scope, "digit.png", out="digit.html", layers="conv*", methods=(),
     sections=[Section("Notes", "trained for six epochs")])``.
     """
+    from convscope.reporting.checks import check_count, check_out
     from convscope.reporting.progress import Steps
 
+    path = check_out(out)  # before any model work, as build_page checks everything else
+    check_count("inline_bytes", inline_bytes, minimum=0, example=INLINE_BYTES)
     steps = Steps(progress)
     steps.add(1)  # drawing the pictures, the last job
     try:
@@ -82,7 +91,7 @@ def report(
                           scan=scan, labels=labels, sanity=sanity, metric_steps=metric_steps,
                           maximize_steps=maximize_steps, title=title, intro=intro, links=links,
                           sections=sections, progress=steps)  # fmt: skip
-        with steps.job(f"drawing {len(page.pictures())} pictures into {Path(out).name}"):
-            return write_html(page, out, inline_bytes=inline_bytes)
+        with steps.job(f"drawing {len(page.pictures())} pictures into {path.name}"):
+            return write_html(page, path, inline_bytes=inline_bytes)
     finally:
         steps.close()

@@ -3,12 +3,14 @@
 Example::
 
     convscope report model.keras cat.jpg dog.jpg -o report.html --methods gradcam,saliency --labels classes.txt
+
+``-o`` must name an ``.html``/``.htm`` file (not a folder), checked before the model runs; ``--no-progress``
+silences the progress lines on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from convscope.errors import OptionError, hint
@@ -39,6 +41,8 @@ def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--scan-images", default=None, metavar="DIR",
                    help="scan this image folder now (in memory) for dataset examples")  # fmt: skip
     p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress lines on stderr (default: a bar on a terminal, else one line per job)")  # fmt: skip
     return p
 
 
@@ -62,9 +66,12 @@ def _targets(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise OptionError(f"--targets {text!r} is not a list of class indices; pass e.g. --targets 3,5") from None
+    if any(v < 0 for v in values):
+        raise OptionError(f"--targets {text!r}: class indices start at 0; pass e.g. --targets 3,5")
+    return values
 
 
 def _scan(scope: Any, args: argparse.Namespace) -> Any:
@@ -85,14 +92,23 @@ def _scan(scope: Any, args: argparse.Namespace) -> Any:
 
 def run_report(scope: Any, args: argparse.Namespace) -> int:
     from convscope.reporting import report
+    from convscope.reporting.checks import check_out
 
+    out = check_out(args.out, flag="-o ")  # before any model work
     methods = parse_methods(args.methods)
     targets = _targets(args.targets)
     if args.maximize_steps < 1:
         raise OptionError(f"--maximize-steps {args.maximize_steps} is not allowed; pass a positive int")
-    written = report(scope, list(args.images), out=Path(args.out), scan=_scan(scope, args), layers=args.layers,
-                     methods=methods, maximize=args.maximize, labels=args.labels, targets=targets,
-                     sanity=args.sanity, maximize_steps=args.maximize_steps)  # fmt: skip
+    try:
+        written = report(scope, list(args.images), out=out, scan=_scan(scope, args), layers=args.layers,
+                         methods=methods, maximize=args.maximize, labels=args.labels, targets=targets,
+                         sanity=args.sanity, maximize_steps=args.maximize_steps,
+                         progress=getattr(args, "progress", True))  # fmt: skip
+    except OptionError as exc:  # the library says target=K; here it was --targets
+        text = str(exc)
+        if not text.startswith("target="):
+            raise
+        raise OptionError(f"--targets {args.targets}: class {text.removeprefix('target=')}") from None
     where = f" + {written.assets}/ ({written.asset_bytes / 1e6:.1f} MB)" if written.assets else ""
     print(f"report written: {written.path} ({written.html_bytes / 1e6:.1f} MB{where}, {written.pictures} pictures)")
     return 0

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import reprlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from convscope.errors import LayerNotFoundError, OptionError
+from convscope.errors import InputError, LayerNotFoundError, OptionError
 
 if TYPE_CHECKING:
     from convscope.reporting.sections import Link, Section
@@ -80,24 +81,107 @@ class PictureRef:
     file: str | None = None
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse fields of the wrong type (an :class:`OptionError` naming the field); run again by
+        ``cs.report`` on the caller's pictures, before any model work."""
+        if not isinstance(self.key, str) or not self.key:
+            raise OptionError(f"PictureRef key={shown(self.key)} is not allowed; pass a non-empty str, e.g. "
+                              "PictureRef.of('section/loss', image, 'loss per epoch')")  # fmt: skip
+        for name in ("caption", "alt", "note", "kind"):
+            if not isinstance(getattr(self, name), str):
+                raise OptionError(f"picture {self.key!r}: {name}={shown(getattr(self, name))} is not allowed; pass a str")
+        if not callable(self.render):
+            raise OptionError(f"picture {self.key!r}: render={shown(self.render)} is not allowed; pass a no-argument "
+                              "callable giving a PIL image, or build it with PictureRef.of(key, image, caption)")  # fmt: skip
+        if self.file is not None and not isinstance(self.file, str):
+            if not isinstance(self.file, Path):
+                raise OptionError(f"picture {self.key!r}: file={shown(self.file)} is not allowed; pass None or the "
+                                  "relative path (a str) of a copy beside the page, e.g. file='loss.png'")  # fmt: skip
+            self.file = self.file.as_posix()
         if self.kind and not _CLASS.fullmatch(self.kind):
             raise OptionError(f"picture {self.key!r}: kind={self.kind!r} is not a list of CSS class names; pass "
                               "e.g. kind='attribution'")  # fmt: skip
-        for name in self.data:
-            if not _ATTR.fullmatch(name):
+        if self.data is None:
+            self.data = {}
+        if not isinstance(self.data, dict):
+            raise OptionError(f"picture {self.key!r}: data={shown(self.data)} is not allowed; pass a dict of "
+                              "data-* facts, e.g. data={'target': '3'}")  # fmt: skip
+        for name, value in list(self.data.items()):
+            if not isinstance(name, str) or not _ATTR.fullmatch(name):
                 raise OptionError(f"picture {self.key!r}: data key {name!r} is not a data-* attribute name; use "
                                   "lower-case letters, digits and '-', e.g. 'target'")  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise OptionError(f"picture {self.key!r}: data[{name!r}]={shown(value)} is not allowed; pass a "
+                                  "str (or a number)")  # fmt: skip
+            if not isinstance(value, str):
+                self.data[name] = str(value)
 
     @classmethod
-    def of(cls, key: str, image: Image.Image, caption: str, *, alt: str | None = None, **extra: Any) -> PictureRef:
+    def of(cls, key: str, image: Any, caption: str, *, alt: str | None = None, **extra: Any) -> PictureRef:
         """A picture of an image already drawn; ``alt`` defaults to ``caption``; ``extra``: ``note``,
-        ``kind``, ``data``, ``file``. Example: ``PictureRef.of("section/loss", img, "loss per epoch")``."""
-        return cls(key, caption, caption if alt is None else alt, lambda: image, image, **extra)
+        ``kind``, ``data``, ``file``. Example: ``PictureRef.of("section/loss", img, "loss per epoch")``.
+
+        ``image``: a PIL image, a uint8 numpy array (H×W, or H×W×C with 1, 3 or 4 channels) or the path
+        (str or :class:`~pathlib.Path`) of an image file, read now."""
+        unknown = sorted(set(extra) - set(EXTRA))
+        if unknown:
+            raise OptionError(f"PictureRef.of({key!r}, ...): unknown keyword {', '.join(map(repr, unknown))}; "
+                              f"allowed: alt, {', '.join(EXTRA)}")  # fmt: skip
+        if not isinstance(caption, str):
+            raise OptionError(f"PictureRef.of({key!r}, image, caption={shown(caption)}): caption must be a str, e.g. "
+                              "'loss per epoch'")  # fmt: skip
+        img = as_image(key, image)
+        return cls(key, caption, caption if alt is None else alt, lambda: img, img, **extra)
 
     def image(self) -> Image.Image:
         if self._cached is None:
             self._cached = self.render()
         return self._cached
+
+
+EXTRA = ("note", "kind", "data", "file")
+"""The optional keywords of :meth:`PictureRef.of`."""
+
+
+def shown(value: Any) -> str:
+    """``value`` for a message: its type and a short repr."""
+    return f"{reprlib.repr(value)} (a {type(value).__name__})"
+
+
+def as_image(key: str, image: Any) -> Image.Image:
+    """``image`` (a PIL image, uint8 array or image path) as a PIL image, or an error naming what is allowed."""
+    import numpy as np
+
+    allowed = "a PIL.Image.Image, a uint8 numpy array (H×W or H×W×C, C = 1, 3 or 4) or an image path"
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"PictureRef.of({key!r}, {str(image)!r}, ...): no such image file; pass {allowed}")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputError(f"PictureRef.of({key!r}, {str(image)!r}, ...): not an image file PIL can read "
+                             f"({type(exc).__name__}); pass {allowed}") from None  # fmt: skip
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise OptionError(f"PictureRef.of({key!r}, array, ...): a {image.dtype} array is not allowed; pass a uint8 "
+                              "array (0–255), e.g. (a * 255).clip(0, 255).astype(np.uint8) for values in [0, 1], "
+                              "or a PIL.Image.Image")  # fmt: skip
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)):
+            if 0 in image.shape:
+                raise OptionError(f"PictureRef.of({key!r}, array, ...): an empty {image.shape} array; pass {allowed}")
+            return Image.fromarray(np.ascontiguousarray(image))
+        raise OptionError(f"PictureRef.of({key!r}, array, ...): shape {image.shape} is not allowed; pass {allowed} "
+                          "(channels last)")  # fmt: skip
+    raise OptionError(f"PictureRef.of({key!r}, image, ...): image={shown(image)} is not allowed; pass {allowed}")
 
 
 @dataclass(frozen=True)
@@ -291,8 +375,8 @@ def build_page(
     maximize_steps: int = 128,
     title: str | None = None,
     intro: str = "",
-    links: Sequence[Link] = (),
-    sections: Sequence[Section] = (),
+    links: Sequence[Link] | None = (),
+    sections: Sequence[Section] | Section | None = (),
     progress: Any = False,
 ) -> Page:
     """Build the :class:`Page` for ``scope`` and ``inputs`` (one image or a list).
@@ -305,13 +389,31 @@ def build_page(
     method; ``metric_steps`` the deletion/insertion steps (default 20); ``title`` (default
     ``"convscope report · <model name>"``); ``intro`` a paragraph under it and ``links`` files beside the
     page listed there (default none); ``sections`` the caller's own titled sections (default none);
-    ``progress`` (default ``False``; ``True``: a bar on a terminal, else a line per job on stderr, or a
-    :class:`~convscope.reporting.progress.Steps`).
+    ``progress`` (default ``False``; ``True`` or ``None``: a bar on a terminal, else a line per job on
+    stderr, or a :class:`~convscope.reporting.progress.Steps`).
+
+    Every argument is checked before any model work: a wrong one is an :class:`OptionError` (e.g. a bare
+    model instead of ``cs.Scope(model)``, ``maximize_steps=0``, a section that is not a
+    :class:`~convscope.reporting.sections.Section`, two different section pictures with one key).
     """
+    from convscope.reporting.checks import check_count, check_scope, check_targets, check_text
     from convscope.reporting.progress import Steps
-    from convscope.reporting.sections import with_anchors
+    from convscope.reporting.sections import check_links, check_sections, with_anchors
     from convscope.reporting.views import attribution_views, image_views, layer_sections
 
+    # every argument is checked before any model work
+    check_scope(scope)
+    methods = (methods,) if isinstance(methods, str) else methods
+    if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+        raise OptionError(f"methods={methods!r} is not allowed; pass a list of attribution method names, e.g. "
+                          "methods=('gradcam', 'saliency'), or () for none")  # fmt: skip
+    check_count("maximize_steps", maximize_steps, example=128)
+    check_count("metric_steps", metric_steps, example=20)
+    targets = check_targets(targets)
+    check_text("title", title, none=True)
+    check_text("intro", intro)
+    own_links = check_links(links)
+    own_sections = check_sections(sections)
     steps = progress if isinstance(progress, Steps) else Steps(progress)
 
     items = as_list(inputs)
@@ -329,5 +431,5 @@ def build_page(
     attributions = attribution_views(scope, items, images, methods=methods, targets=targets, sanity=sanity,
                                      steps=metric_steps, progress=steps)  # fmt: skip
     return Page(title or f"convscope report · {summary.model_name}", summary.model_name, scope.framework, summary,
-                pre, versions(), images, layer_views, attributions, sections=with_anchors(sections), intro=intro,
-                links=list(links))  # fmt: skip
+                pre, versions(), images, layer_views, attributions, sections=with_anchors(own_sections),
+                intro=intro, links=own_links)  # fmt: skip

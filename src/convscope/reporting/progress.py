@@ -2,7 +2,7 @@
 visualisations, each attribution method with its deletion/insertion curves, drawing the pictures), on stderr.
 
 A tqdm bar where a bar redraws (stderr on a terminal, or Jupyter); elsewhere (logs, pipes, CI) one line per
-finished job with its time, never bar frames; nothing with ``progress=False``.
+finished job with its time, never bar frames (``progress=True`` or ``None``); nothing with ``progress=False``.
 
 Example::
 
@@ -25,9 +25,11 @@ class Steps:
     """Counts a report's jobs; ``add(n)`` announces ``n`` more, ``job(what)`` runs one (a context)."""
 
     def __init__(self, progress: object, desc: str = "report") -> None:
+        if progress is None:  # the default, as for maximize(progress=None)
+            progress = True
         if not isinstance(progress, bool):
-            raise OptionError(f"progress={progress!r} is not allowed; pass True (default: a bar on a terminal, "
-                              "else a line per job on stderr) or False (silent)")  # fmt: skip
+            raise OptionError(f"progress={progress!r} is not allowed; pass True or None (default: a bar on a "
+                              "terminal, else a line per job on stderr) or False (silent)")  # fmt: skip
         self.enabled, self.desc = progress, desc
         self.total = self.done = 0
         self._live = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
