@@ -440,3 +440,157 @@ def test_cli_serve_prints_one_url_with_a_token(tmp_path: Path, kind: str, reques
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+# -- `convscope serve` errors: one line naming the flag, exit 2 (in-process) --------------------------------
+_DIGITS = ["convscope.demo.models:torch_digits_model", "--input-shape", "1,28,28"]
+
+
+def _serve_cli(capsys: Any, *extra: str) -> tuple[int, str]:
+    from convscope.cli import main
+
+    try:
+        rc = main(["serve", *_DIGITS, *extra])
+    except SystemExit as exc:  # argparse-time errors (e.g. --port 99999, before the model loads)
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err
+    return rc, "".join(line for line in err.splitlines(keepends=True) if "loaded without --weights" not in line)
+
+
+def _fake_serve(monkeypatch: Any) -> dict[str, Any]:
+    """Replace the blocking ``serve`` by one that builds the app (images, scan) and records what it got."""
+    import convscope.explorer as explorer
+
+    got: dict[str, Any] = {}
+
+    def fake(scope: Any, images: Any = None, **kw: Any) -> None:
+        got.update(kw, images=images, app=make_app(scope, images=images, scan=kw["scan"]))
+
+    monkeypatch.setattr(explorer, "serve", fake)
+    return got
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_cli_serve_port_out_of_range_is_one_line(capsys: Any, port: str) -> None:
+    rc, err = _serve_cli(capsys, f"--port={port}")
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err and "Exception in thread" not in err
+    shown = repr(port) if port == "http" else port
+    assert err.startswith(f"convscope: error: --port: {shown} is not a port; pass "), err
+    assert "0-65535" in err
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket is listening on for the test's duration."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_cli_serve_port_in_use_is_one_line(capsys: Any, taken_port: int) -> None:
+    port = taken_port
+    rc, err = _serve_cli(capsys, "--port", str(port))
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"convscope: error: could not listen on --port {port} at 127.0.0.1 (that port is in use)")
+    assert "pass another --port, or --port 0 for a free one" in err
+
+
+def test_server_start_on_a_taken_port_raises_listen_error(digit_app: Any, taken_port: int) -> None:
+    from convscope.explorer import ListenError
+
+    port = taken_port
+    with pytest.raises(ListenError, match=rf"port={port} at 127\.0\.0\.1 \(that port is in use\)"):
+        Server(digit_app, port=port).start()
+    with pytest.raises(cs.errors.OptionError, match="port=70000 is not a port"):
+        Server(digit_app, port=70000)
+
+
+def _store(tmp_path: Path, seed: int = 0) -> Path:
+    folder = tmp_path / "data" / "digits"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.open(DIGIT).rotate(30 * i).save(folder / f"d{i}.png")
+    torch.manual_seed(seed)  # the CLI's factory call, torch_digits_model(), draws from the global state
+    scope = cs.Scope(torch_digits_model(), input_shape=(1, 28, 28))
+    scope.scan(tmp_path / "data", layers="conv_1", k=2, store=tmp_path / "scan", progress=False)
+    return tmp_path / "scan"
+
+
+def test_cli_serve_scan_opens_a_store_written_by_convscope_scan(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    store = _store(tmp_path)
+    got = _fake_serve(monkeypatch)
+    torch.manual_seed(0)
+    rc, err = _serve_cli(capsys, "--scan", str(store))
+    assert rc == 0, err
+    assert isinstance(got["scan"], cs.Scan) and got["scan"].count == 3
+    with _client(got["app"]) as c:
+        assert c.get("/api/model").json()["scan"] == {"count": 3, "k": 2, "layers": ["conv_1"]}
+        r = c.get("/api/scan/top.png", params={"layer_id": "conv_1", "channel": 3})
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).width > 0
+    # the same through the API: make_app / cs.serve take the store's path
+    torch.manual_seed(0)
+    scope = cs.Scope(torch_digits_model(), input_shape=(1, 28, 28))
+    with _client(make_app(scope, scan=str(store))) as c:
+        assert c.get("/api/model").json()["scan"]["count"] == 3
+
+
+def test_cli_serve_scan_store_of_another_model_is_refused(tmp_path: Path, capsys: Any) -> None:
+    store = _store(tmp_path, seed=1)
+    torch.manual_seed(0)
+    rc, err = _serve_cli(capsys, "--scan", str(store))
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"convscope: error: --scan {store} was scanned with another model"), err
+
+
+def test_cli_serve_scan_image_folder_is_scanned_at_start(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "d.png").write_bytes(DIGIT.read_bytes())
+    got = _fake_serve(monkeypatch)
+    rc, err = _serve_cli(capsys, "--scan", str(tmp_path / "imgs"), "--scan-k", "1")
+    assert rc == 0, err
+    assert got["scan"].count == 1 and got["scan"].k == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty"])
+def test_cli_serve_bad_scan_is_one_line_naming_the_flag(tmp_path: Path, capsys: Any, case: str) -> None:
+    path = tmp_path / "nope"
+    if case == "file":
+        path.write_text("x")
+    elif case == "empty":
+        path.mkdir()
+    rc, err = _serve_cli(capsys, "--scan", str(path))
+    assert rc == 2 and err.count("\n") == 1, err
+    why = {"missing": ": no such folder", "file": " is a file, not a folder",
+           "empty": " holds neither a manifest.json nor any image"}[case]  # fmt: skip
+    assert err.startswith(f"convscope: error: --scan {path}{why}; pass a scan store written by `convscope scan"), err
+    assert "data=" not in err and "Dataset" not in err
+
+
+@pytest.mark.parametrize("case", ["missing", "not-an-image"])
+def test_cli_serve_bad_images_is_one_line_naming_the_flag(tmp_path: Path, capsys: Any, case: str) -> None:
+    path = tmp_path / ("nope" if case == "missing" else "file.png")
+    if case == "not-an-image":
+        path.write_text("not a picture")
+    rc, err = _serve_cli(capsys, "--images", str(path))
+    assert rc == 2 and err.count("\n") == 1, err
+    why = ": no such file or folder" if case == "missing" else " is not an image Pillow can read"
+    assert err.startswith(f"convscope: error: --images {path}{why}; pass a folder of images or an image file"), err
+    assert "Error:" not in err and "ImageRefused" not in err
+
+
+def test_cli_serve_images_folder_says_which_files_it_skipped(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "d.png").write_bytes(DIGIT.read_bytes())
+    (folder / "notes.txt").write_text("hello")
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden: not counted
+    got = _fake_serve(monkeypatch)
+    rc, err = _serve_cli(capsys, "--images", str(folder))
+    assert rc == 0, err
+    assert err == f"convscope: warning: --images {folder}: skipped 1 file that is not an image Pillow can read: " \
+                  "notes.txt\n"
+    with _client(got["app"]) as c:
+        assert [i["name"] for i in c.get("/api/images").json()] == ["d.png"]
+    with pytest.warns(UserWarning, match=r"images='.*photos': skipped 1 file that is not an image"):
+        make_app(cs.Scope(torch_digits_model(seed=0), input_shape=(1, 28, 28)), images=str(folder))

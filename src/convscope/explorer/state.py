@@ -84,14 +84,28 @@ class ImageStore:
             return self._items[ident]
 
     def add_folder(self, folder: str | Path, limit: int = MAX_IMAGES) -> list[StoredImage]:
-        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-        out = []
+        return self.add_folder_report(folder, limit)[0]
+
+    def add_folder_report(self, folder: str | Path, limit: int = MAX_IMAGES) -> tuple[list[StoredImage], list[str]]:
+        """The images of ``folder`` (recursive, sorted, hidden files left out), at most ``limit``, and the
+        relative paths of the files skipped because they are not images Pillow can read (or too large)."""
+        base = Path(folder)
+        files = sorted((p for p in base.rglob("*") if p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(base).parts)),
+                       key=lambda p: p.relative_to(base).as_posix())  # fmt: skip
+        out: list[StoredImage] = []
+        skipped: list[str] = []
         for path in files:
+            if len(out) >= limit:
+                break
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(path.relative_to(base).as_posix())
+                continue
             try:
                 out.append(self.add(path.read_bytes(), path.name))
-            except ImageRefused:
-                continue
-        return out
+            except (ImageRefused, OSError):
+                skipped.append(path.relative_to(base).as_posix())
+        return out, skipped
 
     def get(self, ident: str) -> StoredImage | None:
         with self._lock:
