@@ -169,14 +169,20 @@ class Explorer:
         clip = (float(contrast), 100.0 - contrast) if contrast > 0 else None
         cmap = "coolwarm" if norm is Norm.SYMMETRIC else "viridis"
         cols = min(COLS, len(maps))
-        with self.model_lock() as said:
-            if fm.is_vector:  # one cell per unit; per-channel scaling of one value is meaningless
-                from convscope.render import grid_image
+        # drawn outside the model lock (numpy and PIL only), so requests for other layers draw in parallel;
+        # the blank-layer notice is computed, not caught as a warning (catching warnings is process-wide)
+        from convscope.render import grid_image
+        from convscope.render.blank import blank_message
 
-                mode = "symmetric" if norm is Norm.SYMMETRIC else "layer"
-                img = grid_image(maps[index], cols=cols, normalize=mode, clip=clip, cmap=cmap, scale=24)
-            else:
-                img = fm.grid(channels=index.tolist(), cols=cols, normalize=norm.value, clip=clip, cmap=cmap)
+        said: list[str] = []
+        if fm.is_vector:  # one cell per unit; per-channel scaling of one value is meaningless
+            mode = "symmetric" if norm is Norm.SYMMETRIC else "layer"
+            img = grid_image(maps[index], cols=cols, normalize=mode, clip=clip, cmap=cmap, scale=24)
+        else:
+            notice = blank_message(fm.name, maps, kind="channel", where=fm._where(0),
+                                   per_channel=norm is Norm.CHANNEL)  # fmt: skip
+            said += [notice] if notice else []
+            img = grid_image(maps, channels=index.tolist(), cols=cols, normalize=norm.value, clip=clip, cmap=cmap)
         rows = math.ceil(len(maps) / cols)
         tile = ((img.width - (cols - 1)) // cols, (img.height - (rows - 1)) // rows)
         shape = (int(maps.shape[1]), int(maps.shape[2]))
