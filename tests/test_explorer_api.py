@@ -594,3 +594,21 @@ def test_cli_serve_images_folder_says_which_files_it_skipped(tmp_path: Path, cap
         assert [i["name"] for i in c.get("/api/images").json()] == ["d.png"]
     with pytest.warns(UserWarning, match=r"images='.*photos': skipped 1 file that is not an image"):
         make_app(cs.Scope(torch_digits_model(seed=0), input_shape=(1, 28, 28)), images=str(folder))
+
+
+def test_large_pictures_are_stored_uncompressed_and_decode_exactly() -> None:
+    """Past STORED_PIXELS a PNG is zlib-stored (about its raw size, fast to encode); both sizes decode to
+    the same pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from convscope.explorer.views import STORED_PIXELS, png
+
+    rng = np.random.default_rng(0)
+    for side in (64, int(STORED_PIXELS**0.5) + 1):
+        img = Image.fromarray(rng.integers(0, 4, (side, side), dtype=np.uint8), mode="L")
+        data = png(img)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
+        assert (len(data) >= side * side) == (side * side > STORED_PIXELS)  # stored: no smaller than raw
