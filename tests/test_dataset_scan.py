@@ -117,13 +117,13 @@ def test_k_larger_than_dataset_returns_all() -> None:
 
 def test_progress_off_a_terminal_is_one_line_per_shard(capsys: pytest.CaptureFixture[str]) -> None:
     """Piped (``| tail``) or logged: lines, never tqdm frames; a bar only where stderr and stdout are ttys."""
-    from convscope.dataset.driver import _live
+    from convscope._progress import bar_redraws
 
     scope = cs.Scope(small_cnn(), input_shape=(3, 12, 12))
     scope.scan(images(10), layers="0", shard_size=4, batch_size=2)  # progress=True, the default
     err = capsys.readouterr().err.splitlines()
     assert [ln.split(" (")[0] for ln in err] == [f"scan: shard {i}/3 done" for i in (1, 2, 3)]
-    assert not any("%|" in ln for ln in err) and not _live()
+    assert not any("%|" in ln for ln in err) and not bar_redraws()
 
 
 def test_topk_merge_equals_single_stream() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from convscope._progress import bar_redraws
 from convscope.dataset.errors import EmptyDatasetError
 from convscope.dataset.ray_backend import check_ray_source
 from convscope.dataset.scan import Scan
@@ -182,13 +183,6 @@ def _rf_dict(rf: Any) -> dict[str, Any]:
             "input_size": None if rf.input_size is None else list(rf.input_size)}  # fmt: skip
 
 
-def _live() -> bool:
-    """Whether a redrawn progress bar would be seen as one (a terminal, or a notebook)."""
-    if "ipykernel" in sys.modules:
-        return True
-    return all(getattr(f, "isatty", lambda: False)() for f in (sys.stderr, sys.stdout))
-
-
 def open_scan(store: Any, *, data: Any = None, root: Any = None) -> Scan:
     """Implementation of :meth:`Scan.open`."""
     from convscope.dataset.receptive import ReceptiveField
@@ -269,7 +263,7 @@ class _Report:
         self.enabled, self.shards, self.start = enabled, shards, time.perf_counter()
         self.bar = None
         self.images = self._moved = 0
-        if enabled and _live():
+        if enabled and bar_redraws():
             if "ipykernel" in sys.modules:
                 from tqdm.auto import tqdm
             else:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from convscope._progress import bar_redraws
 from convscope.errors import OptionError
 
 ProgressCallback = Callable[[int, int], object]
@@ -44,14 +45,15 @@ class Steps:
     """Counts the optimiser steps of one run, ``total`` in all, and reports them as ``progress`` asks:
     ``None`` a bar for runs of :data:`MIN_STEPS` or more, ``True`` always, ``False`` never; a callable is
     called as ``progress(step, total)`` after every step (``step`` runs 1..``total``) and replaces the bar.
-    Where stderr is not a terminal (logs, pipes) a shown bar becomes one line once the run has finished."""
+    Where a bar cannot redraw (logs, pipes: :func:`convscope._progress.bar_redraws`) a shown bar becomes one
+    line once the run has finished."""
 
     def __init__(self, progress: Progress, total: int, desc: str) -> None:
         progress = check_progress(progress)
         self.total, self.done, self.desc = total, 0, desc
         self._callback = None if progress is None or isinstance(progress, bool) else progress
         self._show = self._callback is None and (total >= MIN_STEPS if progress is None else bool(progress))
-        self._live = self._show and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # where a bar redraws
+        self._live = self._show and bar_redraws()
         self._bar: tqdm | None = None
         self._start = 0.0
 

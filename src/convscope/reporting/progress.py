@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from convscope._progress import bar_redraws
 from convscope.errors import OptionError
 
 
@@ -32,7 +33,7 @@ class Steps:
                               "terminal, else a line per job on stderr) or False (silent)")  # fmt: skip
         self.enabled, self.desc = progress, desc
         self.total = self.done = 0
-        self._live = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        self._live = progress and bar_redraws()
         self._bar = None
 
     def add(self, n: int) -> None:
