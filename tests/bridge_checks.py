@@ -92,6 +92,28 @@ def activations_equal_submodel_predict() -> None:
 
 
 @check
+def large_results_stay_intact() -> None:
+    """Replies past wire.SHARED_MIN arrive as views of shared memory: a kept result is not overwritten by
+    the next call, and released memory is reused."""
+    big = rng.random((64, 28, 28, 1), dtype=np.float32)  # conv2d_1: 64 x 26 x 26 x 32 floats, 5.5 MB
+    names = ["conv2d_1", "conv2d_2"]
+    ref = submodel_predict(model, names, big)
+    first = scope.activations(big, layers=names)
+    second = scope.activations(big[::-1].copy(), layers=names)
+    for name, r in zip(names, ref, strict=True):
+        close(first[name].numpy(), r, RTOL_ACT, f"kept {name}")
+        close(second[name].numpy(), r[::-1], RTOL_ACT, f"next {name}")
+    regions = scope._client.regions
+    if regions is not None:  # Linux: both came through shared memory, in two regions
+        assert len(regions.maps) == 2, regions.maps.keys()
+        del first
+        third = scope.activations(big, layers=names)
+        assert len(regions.maps) == 2, "a released region is reused"
+        close(third["conv2d_1"].numpy(), ref[0], RTOL_ACT, "reused region")
+        close(second["conv2d_1"].numpy(), ref[0][::-1], RTOL_ACT, "kept across reuse")
+
+
+@check
 def summary_equals_keras() -> None:
     s = scope.summary()
     assert s.total_params == model.count_params()

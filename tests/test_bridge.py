@@ -25,7 +25,7 @@ import convscope as cs
 from convscope.bridge import needs_bridge
 
 CHECKS = Path(__file__).with_name("bridge_checks.py")
-EXPECTED = ["activations_equal_submodel_predict", "summary_equals_keras", "gradcam_and_saliency_equal_tape",
+EXPECTED = ["activations_equal_submodel_predict", "large_results_stay_intact", "summary_equals_keras", "gradcam_and_saliency_equal_tape",
             "graph_tensors_are_a_clear_error", "every_method_runs", "one_more_fit_step_is_reflected", "killed_worker_errors_then_restarts",
             "close_and_with", "unmovable_models_are_clear_errors"]  # fmt: skip
 RUNS = {"tensorflow": ["apps"], "jax": ["apps"]}
@@ -103,6 +103,83 @@ def test_wire_moves_large_and_odd_buffers_intact() -> None:
     ours.close()
     with pytest.raises(EOFError):
         wire.recv(theirs)
+
+
+class _SharedPair:
+    """Both ends of a worker connection in one process, with the worker's Arena and the parent's Regions."""
+
+    def __init__(self) -> None:
+        from convscope.bridge import wire
+
+        a, b = socket.socketpair()
+        self.parent, self.worker = Connection(a.detach()), Connection(b.detach())
+        self.regions, self.arena = wire.Regions(self.parent), wire.Arena(self.worker)
+
+    def reply(self, value: Any) -> Any:
+        from convscope.bridge import wire
+
+        free, dropped = self.regions.offer()
+        self.arena.forget(dropped)
+        sender = threading.Thread(target=wire.send, args=(self.worker, wire.encode(value), self.arena, free))
+        sender.start()
+        got = wire.recv(self.parent, self.regions)
+        sender.join()
+        return got
+
+
+def test_large_replies_share_memory_and_kept_results_are_never_overwritten() -> None:
+    import gc
+
+    import torch
+
+    from convscope.bridge import wire
+
+    if not wire.SHARED:
+        pytest.skip("no memfd here: every reply uses the socket")
+    pair = _SharedPair()
+    a = np.arange(2**20, dtype=np.float32)  # 4 MB
+    first = pair.reply({"a": a, "t": torch.arange(6.0).reshape(2, 3), "small": np.ones(3)})
+    second = pair.reply({"a": a * 2})
+    assert len(pair.arena.maps) == 2 and pair.regions.free == []  # both kept: two regions
+    np.testing.assert_array_equal(first["a"], a)
+    np.testing.assert_array_equal(second["a"], a * 2)
+    assert torch.equal(first["t"], torch.arange(6.0).reshape(2, 3))
+    # no copy on arrival: the parent's array is the worker's memory
+    region = next(iter(pair.arena.maps.values()))
+    region[:4] = np.frombuffer(np.float32(7).tobytes(), np.uint8)
+    assert first["a"][0] == 7
+    del first, region
+    gc.collect()
+    assert len(pair.regions.free) == 1
+    third = pair.reply({"a": a + 1})
+    assert len(pair.arena.maps) == 2 and pair.regions.free == []  # the released region was reused
+    np.testing.assert_array_equal(third["a"], a + 1)
+    np.testing.assert_array_equal(second["a"], a * 2)
+    assert pair.reply({"small": np.arange(5)})["small"].tolist() == [0, 1, 2, 3, 4]  # by socket
+    kept = [pair.reply({"a": a * i}) for i in range(wire.KEEP_FREE + 2)]
+    for i, got in enumerate(kept):
+        np.testing.assert_array_equal(got["a"], a * i)
+    del kept, got, second, third
+    gc.collect()
+    assert sorted(pair.regions.free) == sorted(pair.regions.maps) and len(pair.regions.free) > wire.KEEP_FREE
+    pair.reply({"x": 1})  # the next request unmaps all but KEEP_FREE, here and (told so) in the worker
+    assert len(pair.regions.maps) == wire.KEEP_FREE and sorted(pair.arena.maps) == sorted(pair.regions.maps)
+
+
+def test_a_reply_falls_back_to_the_socket_without_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.bridge import wire
+
+    if not wire.SHARED:
+        pytest.skip("no memfd here")
+
+    def no_memory(*args: Any) -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "memfd_create", no_memory)
+    pair = _SharedPair()
+    a = np.arange(2**20, dtype=np.float32)
+    np.testing.assert_array_equal(pair.reply({"a": a})["a"], a)
+    assert pair.arena.maps == {} and pair.regions.maps == {}
 
 
 def test_graph_tensors_are_refused_with_what_why_and_instead() -> None:

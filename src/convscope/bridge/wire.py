@@ -7,8 +7,15 @@ arrays become numpy arrays; a ``tf.data.Dataset`` becomes a list of numpy batche
 notebook or script travel by value when ``cloudpickle`` is installed (objectives, callable targets,
 custom layers).
 
-Raw buffers go straight between the socket and their final memory (``os.readv`` into an uninitialised
-array on arrival): a 50 MB ``activations`` result is copied once by the kernel, not three times.
+Raw buffers of a request go straight between the socket and their final memory (``os.readv`` into an
+uninitialised array on arrival). Large replies (arrays of :data:`SHARED_MIN` bytes or more, e.g. a
+50 MB ``activations`` result) travel through memory shared by both processes instead: anonymous
+``memfd`` regions, each mapped once in the worker and once in the parent (its file descriptor passed over
+the socket), so a reply is one ``memcpy`` in the worker and no copy at all in the parent, whose arrays
+are views of the region. A region is written again only after every array of the reply that used it is
+gone (:class:`Regions` offers the free ones with each request, :class:`Arena` picks one), and pages once
+touched stay mapped, so a repeated call takes no page faults. Without ``memfd`` (not Linux) every
+reply uses the socket.
 A result holding tensors with an autograd graph (``grad_fn``) is refused with
 :class:`GraphCannotCrossError` rather than silently detached.
 """
@@ -16,8 +23,13 @@ A result holding tensors with an autograd graph (``grad_fn``) is refused with
 from __future__ import annotations
 
 import io
+import itertools
+import mmap
 import os
 import pickle
+import socket
+import threading
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -25,6 +37,12 @@ from typing import Any
 import numpy as np
 
 from convscope.errors import ConvscopeError
+
+SHARED = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")  # shared-memory replies work here
+SHARED_MIN = 1 << 20  # replies whose arrays total this many bytes or more travel through shared memory
+KEEP_FREE = 4  # released regions the parent keeps mapped for reuse (older ones are unmapped on both sides)
+_ALIGN = 64  # byte alignment of each array in a region
+_CHUNK = 2 << 20  # region sizes are multiples of this
 
 try:  # by-value pickling of lambdas and notebook-defined classes
     import cloudpickle
@@ -113,13 +131,125 @@ def encode(obj: Any, layer_path: Any = None, *, refuse_graphs: bool = False) -> 
     return stream.getvalue(), [b.raw() for b in buffers]
 
 
-def send(conn: Connection, message: tuple[bytes, list[memoryview]]) -> None:
+class Arena:
+    """Worker side of the shared memory: the regions this process made, by id, each mapped once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.sock = socket.socket(fileno=os.dup(conn.fileno()))  # for passing new regions' descriptors
+        self.maps: dict[int, np.ndarray] = {}
+        self._ids = itertools.count(1)
+
+    def forget(self, ids: list[int]) -> None:
+        for rid in ids:  # the parent unmapped these; the pages go when this last mapping does
+            self.maps.pop(rid, None)
+
+    def place(self, raws: list[memoryview], free: list[int]) -> tuple[int, int, list[int], int | None]:
+        """Copy ``raws`` into the smallest free region that holds them, or a new one: id, size, offsets, new fd."""
+        offsets, total = [], 0
+        for raw in raws:
+            offsets.append(total)
+            total += -(-raw.nbytes // _ALIGN) * _ALIGN
+        fits = [r for r in free if r in self.maps and self.maps[r].nbytes >= total]
+        fd = None
+        if fits:
+            rid = min(fits, key=lambda r: self.maps[r].nbytes)
+        else:
+            rid, size = next(self._ids), -(-total // _CHUNK) * _CHUNK
+            fd = os.memfd_create(f"convscope-reply-{rid}", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, size)
+                self.maps[rid] = np.frombuffer(mmap.mmap(fd, size), np.uint8)
+            except BaseException:
+                os.close(fd)
+                raise
+        whole = self.maps[rid]
+        for raw, offset in zip(raws, offsets, strict=True):
+            np.copyto(whole[offset : offset + raw.nbytes], np.frombuffer(raw, np.uint8))
+        return rid, whole.nbytes, offsets, fd
+
+
+class _Lease:
+    """The arrays of one reply in one region: they keep this alive, and the region is free when it goes."""
+
+    def __init__(self, whole: np.ndarray) -> None:
+        self.whole = whole
+        self.__array_interface__ = {"data": (whole.ctypes.data, False), "shape": whole.shape,
+                                    "typestr": "|u1", "version": 3}  # fmt: skip
+
+
+class Regions:
+    """Parent side of the shared memory: the worker's regions mapped here, and which ones are free."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.sock = socket.socket(fileno=os.dup(conn.fileno()))
+        self.maps: dict[int, np.ndarray] = {}
+        self.free: list[int] = []  # least recently released first
+        self.lock = threading.Lock()  # releases come from the garbage collector, in any thread
+
+    def offer(self) -> tuple[list[int], list[int]]:
+        """For the next request: the regions the worker may write, and those it should unmap.
+
+        Called only while no reply is on its way (so a region offered is never one unmapped here
+        meanwhile); the oldest free regions past :data:`KEEP_FREE` are unmapped now."""
+        with self.lock:
+            dropped = []
+            while len(self.free) > KEEP_FREE:
+                rid = self.free.pop(0)
+                del self.maps[rid]
+                dropped.append(rid)
+            return list(self.free), dropped
+
+    def take(self, rid: int, size: int, offsets: list[int], sizes: list[int], new: bool) -> list[np.ndarray]:
+        if new:
+            _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+            if not fds:
+                raise EOFError
+            try:
+                whole = np.frombuffer(mmap.mmap(fds[0], size), np.uint8)
+            finally:
+                os.close(fds[0])
+            with self.lock:
+                self.maps[rid] = whole
+        with self.lock:
+            whole = self.maps[rid]
+            if rid in self.free:
+                self.free.remove(rid)
+        lease = np.asarray(_Lease(whole))
+        weakref.finalize(lease, self._release, rid).atexit = False
+        return [lease[offset : offset + n] for offset, n in zip(offsets, sizes, strict=True)]
+
+    def _release(self, rid: int) -> None:
+        with self.lock:
+            self.free.append(rid)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send(conn: Connection, message: tuple[bytes, list[memoryview]], arena: Arena | None = None,
+         free: list[int] | None = None) -> None:  # fmt: skip
+    """Send one message; with ``arena`` and the parent's ``free`` regions, large arrays go through shared memory."""
     data, raws = message
-    conn.send_bytes(pickle.dumps([len(data), *(r.nbytes for r in raws)]))
+    raws = [raw.cast("B") if raw.ndim != 1 or raw.format != "B" else raw for raw in raws]
+    sizes = [r.nbytes for r in raws]
+    region = None
+    if arena is not None and free is not None and sum(sizes) >= SHARED_MIN:
+        try:
+            rid, size, offsets, fd = arena.place(raws, free)
+            region = (rid, size, offsets, fd is not None)
+        except OSError:  # no memory for a new region (or no memfd after all): the socket carries it
+            region = None
+    conn.send_bytes(pickle.dumps((len(data), sizes, region)))
+    if region is not None and fd is not None:
+        try:
+            socket.send_fds(arena.sock, [b"F"], [fd])  # type: ignore[union-attr]
+        finally:
+            os.close(fd)
     conn.send_bytes(data)
+    if region is not None:
+        return
     fd = conn.fileno()
-    for raw in raws:  # unframed: the receiver knows the sizes
-        view = raw.cast("B") if raw.ndim != 1 or raw.format != "B" else raw
+    for view in raws:  # unframed: the receiver knows the sizes
         while view.nbytes:
             view = view[os.write(fd, view):]
 
@@ -132,12 +262,19 @@ def _read_into(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-def recv(conn: Connection) -> Any:
+def recv(conn: Connection, regions: Regions | None = None) -> Any:
     """One message; raises ``EOFError`` when the other side is gone."""
-    sizes = pickle.loads(conn.recv_bytes())
+    _, sizes, region = pickle.loads(conn.recv_bytes())
+    if region is not None and regions is None:
+        raise ValueError("a shared-memory message arrived on a connection without regions")
+    if region is not None:
+        rid, size, offsets, new = region
+        buffers = regions.take(rid, size, offsets, sizes, new)  # type: ignore[union-attr]
+        data = conn.recv_bytes()
+        return pickle.loads(data, buffers=buffers)
     data = conn.recv_bytes()
     buffers = []
-    for n in sizes[1:]:
+    for n in sizes:
         buf = np.empty(n, np.uint8)  # not zero-filled; every byte is read into it
         _read_into(conn.fileno(), buf.data)
         buffers.append(buf)

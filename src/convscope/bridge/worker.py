@@ -3,7 +3,8 @@
 Started by :mod:`convscope.bridge.client` as ``python -c "...import main; main()" FD`` (so that the classes
 here pickle by reference, not as ``__main__``'s) with
 ``KERAS_BACKEND=torch``; it serves requests on the socket ``FD`` until told to close or the parent goes
-away (end of file). Requests are ``(id, op, payload)``; every reply is ``(id, ok, value)``.
+away (end of file). Requests are ``(id, op, payload, offer)`` (``offer``: the parent's free and dropped
+shared-memory regions, see :class:`convscope.bridge.wire.Regions`); every reply is ``(id, ok, value, warnings)``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class Worker:
         self.model: Any = None
         self.objects: dict[int, Any] = {}
         self.paths: dict[int, str] = {}
+        self.last_s = 0.0  # seconds the last request spent in its handler (bench/bench_bridge.py reads it)
 
     # -- requests ------------------------------------------------------------------------------
     def handle(self, op: str, payload: Any) -> Any:
@@ -69,6 +72,8 @@ class Worker:
             return attr(*self.resolve(args), **self.resolve(kwargs))
         if op == "pid":
             return os.getpid()
+        if op == "last_s":
+            return self.last_s
         if op == "threads":  # torch's intra-op thread count here; set it first when given
             import torch
 
@@ -167,26 +172,35 @@ def failure(exc: BaseException, prefix: str = "") -> Failure:
 
 def serve(conn: Connection) -> None:
     worker = Worker()
+    arena = wire.Arena(conn) if wire.SHARED else None
     while True:
         try:
-            rid, op, payload = wire.recv(conn)
+            rid, op, payload, offer = wire.recv(conn)
         except (EOFError, OSError):
             return  # the parent is gone
+        free = None
+        if offer is not None and arena is not None:
+            free, dropped = offer
+            arena.forget(dropped)
         if op == "close":
             wire.send(conn, wire.encode((rid, True, None, [])))
             return
         with warnings.catch_warnings(record=True) as caught:  # shown again in the parent, at the user's line
             warnings.simplefilter("always")
+            start = time.perf_counter()
             try:
                 value, ok = worker.handle(op, payload), True
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 value, ok = failure(exc), False
+            if op != "last_s":
+                worker.last_s = time.perf_counter() - start
         what = f"scope.{payload[0]}(...)" if op == "call" else "this call"
         message = worker.reply(rid, ok, value, [(w.category, str(w.message)) for w in caught], what)
         try:
-            wire.send(conn, message)
+            wire.send(conn, message, arena, free)
         except (BrokenPipeError, OSError):
             return
+        del value, message  # freed now, not held through the next call (its memory is reused there)
 
 
 def main() -> None:
