@@ -519,6 +519,22 @@ def test_progress_none_is_the_default(tmp_path: Path, digit_scope: cs.Scope, cap
     assert "report: forward pass" in capsys.readouterr().err
 
 
+def test_progress_lines_come_in_order_and_time_the_feature_visualisations(
+        tmp_path: Path, digit_scope: cs.Scope, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import re
+
+    cs.report(digit_scope, cs.sample_image("digit"), out=tmp_path / "p.html", layers=["conv_0", "conv_1"],
+              methods=("gradcam",), maximize=True, maximize_steps=8, progress=True)  # fmt: skip
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("report: ")]
+    jobs = [re.fullmatch(r"report: (.+) \((\d+)/(\d+)\) [\d.]+s", line) for line in lines]
+    assert all(jobs), lines
+    assert [int(m[2]) for m in jobs] == list(range(1, len(jobs) + 1)) and {int(m[3]) for m in jobs} == {len(jobs)}
+    names = [m[1] for m in jobs]
+    assert names[0].startswith("forward pass") and names[-1].startswith("drawing")
+    # the maximisation runs when its picture is drawn, so its job comes just before "drawing ..." ends
+    assert names[-3:-1] == ["feature visualisations of conv_0", "feature visualisations of conv_1"], names
+
+
 def test_cli_refuses_bad_output_and_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from convscope.cli import main
 

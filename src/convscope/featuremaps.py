@@ -76,6 +76,15 @@ class FeatureMaps(Picture):
     def _where(self, index: int) -> str:
         return "for this input" if len(self.tensor) == 1 else f"for input {index}"
 
+    def blank_notice(self, index: int = 0, normalize: Any = "channel") -> str | None:
+        """What drawing sample ``index`` says out loud: an all-zero, constant or vanishing sample (with
+        ``normalize="channel"``, flat channels too), else ``None``. :meth:`grid` warns it."""
+        from convscope.render.blank import blank_message
+
+        per_channel = not self.is_vector and str(getattr(normalize, "value", normalize)) == "channel"
+        return blank_message(self.name, self._sample(index), kind="unit" if self.is_vector else "channel",
+                             where=self._where(index), per_channel=per_channel)  # fmt: skip
+
     def grid(self, index: int = 0, **options: Any) -> Image.Image:
         """Every channel of sample ``index`` tiled into one image; a vector (:attr:`is_vector`) as a strip.
 
@@ -93,12 +102,12 @@ class FeatureMaps(Picture):
         if self.is_vector:
             from convscope.render.strip import strip_image
 
-            _warn_blank(self.name, sample, "unit", self._where(index))
+            _warn(self.blank_notice(index))
             return strip_image(sample.reshape(-1), name=self.name, **options)
         from convscope.render import grid_image
         from convscope.render.blank import index_labels
 
-        _warn_blank(self.name, sample, "channel", self._where(index), options.get("normalize", "channel"))
+        _warn(self.blank_notice(index, options.get("normalize", "channel")))
         if options.get("labels") is True:
             options["labels"] = index_labels(sample)
         return grid_image(sample, **options)
@@ -116,7 +125,7 @@ class FeatureMaps(Picture):
             return fig
         from convscope.render import grid_figure
 
-        _warn_blank(self.name, self._sample(index), "channel", self._where(index), options.get("normalize", "channel"))
+        _warn(self.blank_notice(index, options.get("normalize", "channel")))
         options.setdefault("titles", f"{self.name} · {self.num_channels} channels")
         return grid_figure(self._sample(index), **options)
 
@@ -148,11 +157,7 @@ def _check_channels(name: str, channels: Any, count: int, kind: str) -> None:
                           f"out of range: {index_ranges(bad)}")  # fmt: skip
 
 
-def _warn_blank(name: str, maps: np.ndarray, kind: str, where: str, normalize: Any = None) -> None:
-    from convscope.render.blank import blank_message
-
-    per_channel = normalize is not None and str(getattr(normalize, "value", normalize)) == "channel"
-    message = blank_message(name, maps, kind=kind, where=where, per_channel=per_channel)
+def _warn(message: str | None) -> None:
     if message is not None:
         warnings.warn(message, stacklevel=user_stacklevel())
 

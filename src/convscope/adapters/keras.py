@@ -22,6 +22,14 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.array(tensor, dtype=np.float32)
 
 
+def _kernel(layer: Any) -> tuple[Any, bool]:
+    """A layer's kernel variable (``None`` without one) and whether it is depthwise, as Keras stores it:
+    Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, in, multiplier), Dense (in, out)."""
+    kernel = getattr(layer, "depthwise_kernel", None)
+    depthwise = kernel is not None or "Depthwise" in type(layer).__name__
+    return (kernel if kernel is not None else getattr(layer, "kernel", None)), depthwise
+
+
 def _is_container(layer: Any) -> bool:
     """A nested model (Sequential, functional or subclassed) whose layers we list too."""
     return hasattr(layer, "layers") and isinstance(getattr(layer, "layers", None), list) and bool(layer.layers)
@@ -77,12 +85,9 @@ class KerasAdapter(ModelAdapter):
     def weights(self, handle: LayerHandle) -> dict[str, np.ndarray]:
         layer = handle.module
         out: dict[str, np.ndarray] = {}
-        kernel = getattr(layer, "depthwise_kernel", None)
-        if kernel is None:
-            kernel = getattr(layer, "kernel", None)
+        kernel, depthwise = _kernel(layer)
         if kernel is not None:
             k = to_numpy(kernel)
-            depthwise = getattr(layer, "depthwise_kernel", None) is not None or "Depthwise" in type(layer).__name__
             if k.ndim == 4 and depthwise:
                 # depthwise (kh, kw, in, mult) -> one single-channel kernel per output: (in*mult, 1, kh, kw)
                 kh, kw, cin, mult = k.shape
@@ -98,11 +103,7 @@ class KerasAdapter(ModelAdapter):
         return out
 
     def kernel_shape(self, handle: LayerHandle) -> tuple[int, ...] | None:
-        layer = handle.module
-        kernel = getattr(layer, "depthwise_kernel", None)
-        depthwise = kernel is not None or "Depthwise" in type(layer).__name__
-        if kernel is None:
-            kernel = getattr(layer, "kernel", None)
+        kernel, depthwise = _kernel(handle.module)
         if kernel is None:
             return None
         shape = tuple(int(d) for d in kernel.shape)

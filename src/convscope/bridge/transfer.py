@@ -73,12 +73,10 @@ def check_movable(model: Any, *, safe_mode: bool, custom_objects: dict[str, Any]
 
 
 def package(model: Any, *, safe_mode: bool, custom_objects: dict[str, Any] | None) -> dict[str, Any]:
-    """The model's config and the custom classes the worker needs to rebuild it."""
+    """The model's config and the custom classes the worker needs to rebuild it (after :func:`check_movable`)."""
     import keras
 
-    given = dict(custom_objects or {})
-    check_movable(model, safe_mode=safe_mode, custom_objects=given)
-    objects = dict(given)
+    objects = dict(custom_objects or {})
     for _, cls in _custom_classes(model):
         objects.setdefault(keras.saving.get_registered_name(cls), cls)
         objects.setdefault(cls.__name__, cls)

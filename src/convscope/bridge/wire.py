@@ -200,17 +200,18 @@ class Regions:
             return list(self.free), dropped
 
     def take(self, rid: int, size: int, offsets: list[int], sizes: list[int], new: bool) -> list[np.ndarray]:
+        """The arrays of one reply written into region ``rid`` (received and mapped first when ``new``)."""
         if new:
             _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
             if not fds:
                 raise EOFError
             try:
-                whole = np.frombuffer(mmap.mmap(fds[0], size), np.uint8)
+                mapped = np.frombuffer(mmap.mmap(fds[0], size), np.uint8)
             finally:
                 os.close(fds[0])
-            with self.lock:
-                self.maps[rid] = whole
         with self.lock:
+            if new:
+                self.maps[rid] = mapped
             whole = self.maps[rid]
             if rid in self.free:
                 self.free.remove(rid)
@@ -229,29 +230,27 @@ class Regions:
 def send(conn: Connection, message: tuple[bytes, list[memoryview]], arena: Arena | None = None,
          free: list[int] | None = None) -> None:  # fmt: skip
     """Send one message; with ``arena`` and the parent's ``free`` regions, large arrays go through shared memory."""
-    data, raws = message
-    raws = [raw.cast("B") if raw.ndim != 1 or raw.format != "B" else raw for raw in raws]
+    data, raws = message  # PickleBuffer.raw() views: 1-D, bytes, contiguous
     sizes = [r.nbytes for r in raws]
-    region = None
+    region, new_fd = None, None
     if arena is not None and free is not None and sum(sizes) >= SHARED_MIN:
         try:
-            rid, size, offsets, fd = arena.place(raws, free)
-            region = (rid, size, offsets, fd is not None)
+            rid, size, offsets, new_fd = arena.place(raws, free)
+            region = (rid, size, offsets, new_fd is not None)
         except OSError:  # no memory for a new region (or no memfd after all): the socket carries it
-            region = None
-    conn.send_bytes(pickle.dumps((len(data), sizes, region)))
-    if region is not None and fd is not None:
+            pass
+    conn.send_bytes(pickle.dumps((sizes, region)))
+    if new_fd is not None:
         try:
-            socket.send_fds(arena.sock, [b"F"], [fd])  # type: ignore[union-attr]
+            socket.send_fds(arena.sock, [b"F"], [new_fd])  # type: ignore[union-attr]
         finally:
-            os.close(fd)
+            os.close(new_fd)
     conn.send_bytes(data)
-    if region is not None:
-        return
-    fd = conn.fileno()
-    for view in raws:  # unframed: the receiver knows the sizes
-        while view.nbytes:
-            view = view[os.write(fd, view):]
+    if region is None:
+        fd = conn.fileno()
+        for view in raws:  # unframed: the receiver knows the sizes
+            while view.nbytes:
+                view = view[os.write(fd, view):]
 
 
 def _read_into(fd: int, view: memoryview) -> None:
@@ -264,18 +263,16 @@ def _read_into(fd: int, view: memoryview) -> None:
 
 def recv(conn: Connection, regions: Regions | None = None) -> Any:
     """One message; raises ``EOFError`` when the other side is gone."""
-    _, sizes, region = pickle.loads(conn.recv_bytes())
+    sizes, region = pickle.loads(conn.recv_bytes())
     if region is not None and regions is None:
         raise ValueError("a shared-memory message arrived on a connection without regions")
-    if region is not None:
+    buffers = None
+    if region is not None:  # the arrays are in shared memory already
         rid, size, offsets, new = region
         buffers = regions.take(rid, size, offsets, sizes, new)  # type: ignore[union-attr]
-        data = conn.recv_bytes()
-        return pickle.loads(data, buffers=buffers)
     data = conn.recv_bytes()
-    buffers = []
-    for n in sizes:
-        buf = np.empty(n, np.uint8)  # not zero-filled; every byte is read into it
-        _read_into(conn.fileno(), buf.data)
-        buffers.append(buf)
+    if buffers is None:  # the arrays follow the pickle on the socket
+        buffers = [np.empty(n, np.uint8) for n in sizes]  # not zero-filled; every byte is read into it
+        for buf in buffers:
+            _read_into(conn.fileno(), buf.data)
     return pickle.loads(data, buffers=buffers)

@@ -35,22 +35,9 @@ def upscale_image(img: Any, factor: int) -> Any:
 
 
 def picture(img: Any, out: Path, name: str, caption: str, **extra: Any) -> PictureRef:
-    """Save ``img`` (a PIL image or array) as ``out/name`` and return it as a page picture linking that file.
+    """Save ``img`` (a PIL image) as ``out/name`` and return it as a page picture linking that file.
 
     ``extra``: ``note``, ``kind`` and ``data`` of :class:`~convscope.reporting.model.PictureRef` (default none).
     """
-    from PIL import Image
-
-    path = save(img, out / name)
-    if not isinstance(img, Image.Image):
-        return saved(path, caption, **extra)
+    save(img, out / name)
     return PictureRef.of(f"section/{name}", img, caption, file=name, **extra)
-
-
-def saved(path: Path, caption: str, **extra: Any) -> PictureRef:
-    """A PNG already written at ``path`` (e.g. by ``Visualization.save``) as a page picture linking it."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        return PictureRef.of(f"section/{path.name}", img.copy(), caption, file=path.name, **extra)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from convscope._progress import bar_redraws
 from convscope.demo.attribution import FRAMEWORKS, attribution_panels, method_name
-from convscope.demo.page import picture, saved, upscale_image
+from convscope.demo.page import picture, upscale_image
 from convscope.reporting.model import PictureRef
 from convscope.reporting.sections import Group, Section, Table
 
@@ -191,8 +192,8 @@ def _maximisation(out: Path, state: dict[str, Any]) -> Section:
     for fw in FRAMEWORKS:
         scope, name, layer = state[f"scope_{fw}"], FRAMEWORKS[fw], PRE_RELU[fw]
         vis = scope.maximize(objectives.logit(range(10)), steps=steps, seed=0)
-        logits.append(saved(vis.save(out / f"maximize_{fw}_classes.png"),
-                            f"{name} · logit objective: logit of class k, k = 0–9 (default recipe, {steps} steps)"))  # fmt: skip
+        logits.append(picture(vis.grid(), out, f"maximize_{fw}_classes.png",
+                              f"{name} · logit objective: logit of class k, k = 0–9 (default recipe, {steps} steps)"))  # fmt: skip
         vis = scope.maximize(objectives.channel(layer, range(16)), steps=steps, seed=0)
         state[f"vis_{fw}_channel"] = vis
         tiles = gallery_figures(vis, out=out, stem=f"maximize_{fw}_conv_1", model=fw,
@@ -201,8 +202,8 @@ def _maximisation(out: Path, state: dict[str, Any]) -> Section:
         strips.append(Group(f"{name} · channel objective: mean of channel k of {layer}, k = 0–15 (default recipe, "
                             f"{steps} steps)", tiles, _channel_text(fw, flat)))  # fmt: skip
         vis = scope.maximize(objectives.neuron(layer, range(16)), steps=steps, seed=0, recipe="plain")
-        neurons.append(saved(vis.save(out / f"maximize_{fw}_conv_1_neuron.png"),
-                              f"{name} · neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15 "
+        neurons.append(picture(vis.grid(), out, f"maximize_{fw}_conv_1_neuron.png",
+                               f"{name} · neuron objective: unit (12, 12) of channel k of {layer}, k = 0–15 "
                               f"(plain recipe, {steps} steps)"))  # fmt: skip
     strips.insert(0, Group("Logit objective: the input each class 0–9 responds to most", logits))
     strips.append(Group("Neuron objective: one unit at the centre of channel k — only its 5×5 receptive field "
@@ -351,7 +352,7 @@ def run_demo(
 def _progress(todo: Sequence[tuple[str, Step]]) -> Iterator[Step]:
     """The steps, with a redrawn bar on a terminal, else one line per finished step on stderr (a log stays
     readable: ``convscope demo: 3/9 feature maps (2.1 s)``)."""
-    if sys.stderr.isatty():
+    if bar_redraws():
         from tqdm.auto import tqdm
 
         for _, step in tqdm(todo, desc="convscope demo", unit="step"):

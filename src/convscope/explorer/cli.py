@@ -37,10 +37,9 @@ def _port(text: str) -> int:
 
 
 def run_serve(scope: Any, args: argparse.Namespace) -> int:
-    from convscope.explorer import _bind, check_port, cli_names, open_scan, serve
+    from convscope.explorer import _bind, cli_names, open_scan, serve
 
-    with cli_names():  # errors and warnings name --images, --scan, --port, --host
-        check_port(args.port)
+    with cli_names():  # errors and warnings name --images, --scan, --port, --host (--port is checked by _port)
         if args.port:  # a taken port fails now, not after a long --scan
             _bind(args.host, args.port).close()
         scan = open_scan(scope, args.scan, k=args.scan_k)

@@ -83,9 +83,6 @@ class ImageStore:
                     self._items.popitem(last=False)
             return self._items[ident]
 
-    def add_folder(self, folder: str | Path, limit: int = MAX_IMAGES) -> list[StoredImage]:
-        return self.add_folder_report(folder, limit)[0]
-
     def add_folder_report(self, folder: str | Path, limit: int = MAX_IMAGES) -> tuple[list[StoredImage], list[str]]:
         """The images of ``folder`` (recursive, sorted, hidden files left out), at most ``limit``, and the
         relative paths of the files skipped because they are not images Pillow can read (or too large)."""

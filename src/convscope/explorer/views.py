@@ -172,16 +172,14 @@ class Explorer:
         # drawn outside the model lock (numpy and PIL only), so requests for other layers draw in parallel;
         # the blank-layer notice is computed, not caught as a warning (catching warnings is process-wide)
         from convscope.render import grid_image
-        from convscope.render.blank import blank_message
 
         said: list[str] = []
         if fm.is_vector:  # one cell per unit; per-channel scaling of one value is meaningless
             mode = "symmetric" if norm is Norm.SYMMETRIC else "layer"
             img = grid_image(maps[index], cols=cols, normalize=mode, clip=clip, cmap=cmap, scale=24)
         else:
-            notice = blank_message(fm.name, maps, kind="channel", where=fm._where(0),
-                                   per_channel=norm is Norm.CHANNEL)  # fmt: skip
-            said += [notice] if notice else []
+            notice = fm.blank_notice(0, norm.value)
+            said = [notice] if notice else []
             img = grid_image(maps, channels=index.tolist(), cols=cols, normalize=norm.value, clip=clip, cmap=cmap)
         rows = math.ceil(len(maps) / cols)
         tile = ((img.width - (cols - 1)) // cols, (img.height - (rows - 1)) // rows)

@@ -121,11 +121,9 @@ def shape_text(shape: Any) -> str:
 
 
 def layer_sections(scope: Any, items: list[Any], summary: Any, *, layers: Any, maximize: bool, scan: Any,
-                   maximize_steps: int, steps: Any = None) -> list[LayerSection]:  # fmt: skip
+                   maximize_steps: int, steps: Any) -> list[LayerSection]:  # fmt: skip
     """One section per layer from ONE forward pass; with ``maximize``, each layer's feature visualisations
-    are a job of ``steps`` (a :class:`~convscope.reporting.progress.Steps`, default none)."""
-    from contextlib import nullcontext
-
+    are a job of ``steps`` (a :class:`~convscope.reporting.progress.Steps`), run when its picture is drawn."""
     query = default_layers(scope) if layers is None else layers
     acts = scope.activations(items, layers=query)  # ONE forward pass for every image and layer
     rows = {r.name: r for r in summary.rows}
@@ -136,12 +134,7 @@ def layer_sections(scope: Any, items: list[Any], summary: Any, *, layers: Any, m
         info = LayerInfo(name, row.type if row else "?", shape_text(row.output_shape) if row else shape_text(fm.shape),
                          row.params if row else 0, fm.num_channels, kind, anchor(name))  # fmt: skip
         views = [layer_view(fm, i, scan) for i in range(len(items))]
-        features = None
-        if maximize and kind == "spatial":
-            if steps is not None:
-                steps.add(1)
-            with nullcontext() if steps is None else steps.job(f"feature visualisations of {name}"):
-                features = _features(scope, name, views[0], maximize_steps)
+        features = _features(scope, name, views[0], maximize_steps, steps) if maximize and kind == "spatial" else None
         sections.append(LayerSection(info, _kernels(scope, name), features, views))
     return sections
 
@@ -232,13 +225,17 @@ def _kernels(scope: Any, name: str) -> PictureRef | None:
                       f"{name} kernels: {out} filters, {cin} inputs, {kh}×{kw}", filters.grid)  # fmt: skip
 
 
-def _features(scope: Any, name: str, view: LayerView, steps: int) -> PictureRef | None:
+def _features(scope: Any, name: str, view: LayerView, steps: int, progress: Any) -> PictureRef | None:
+    """The feature visualisations of ``name``'s top channels: a picture drawn (optimised) with the others,
+    announced as one job of ``progress`` now and timed as that job when it is drawn."""
     channels = [t.stat.channel for t in view.top]
     if not channels:
         return None
+    progress.add(1)
 
     def render() -> Image.Image:
-        return quiet(lambda: scope.maximize_layer(name, channels=channels, steps=steps, progress=False).grid())()
+        with progress.job(f"feature visualisations of {name}"):
+            return quiet(lambda: scope.maximize_layer(name, channels=channels, steps=steps, progress=False).grid())()
 
     return PictureRef(f"layer/{name}/features",
                       f"feature visualisations of {name}: one synthesised image per channel {channels} (the top channels "
